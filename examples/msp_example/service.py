@@ -1,0 +1,21 @@
+"""The example service: its configuration, backends, HTTP API and health check."""
+
+from __future__ import annotations
+
+from msp_runtime import Logger, ServiceApp, ServiceContract
+
+from .backends import Backends
+from .config import VERSION, Config
+from .httpapi import build_app
+
+
+class ExampleService:
+    name = "msp-example"
+    version = VERSION
+    config_type = Config
+
+    async def initialize(self, logger: Logger, contract: ServiceContract, config: Config) -> ServiceApp:
+        logger.info("starting service", stateless=config.stateless_mode)
+        backends = Backends.disabled() if config.stateless_mode else await Backends.connect(contract, logger)
+        app = build_app(contract, config.variable, backends.routes())
+        return ServiceApp(app=app, healthy=backends.healthy, on_stop=[backends.close])
