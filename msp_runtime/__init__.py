@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from . import runtime
 from .contract import Contract, JobContract, ServiceContract, ServiceMetadata
-from .diagnostics import ASGIApp, HealthCheck, require_diagnostics_auth
+from .diagnostics import ASGIApp, HealthCheck, check_authorization, require_diagnostics_auth
 from .env import ConfigError, Env, EnvError
 from .jobs import JobExecution
 from .log import Logger, get_logger
@@ -36,6 +36,7 @@ __all__ = [
     "ServiceContract",
     "ServiceMetadata",
     "__version__",
+    "check_authorization",
     "get_logger",
     "require_diagnostics_auth",
     "runtime",

@@ -8,9 +8,9 @@ from opentelemetry import metrics
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import Route
 
-from msp_runtime import ServiceContract, require_diagnostics_auth
+from msp_runtime import ServiceContract, check_authorization
 
 
 def build_app(contract: ServiceContract, variable: str, extra_routes: list[Any]) -> Starlette:
@@ -20,13 +20,16 @@ def build_app(contract: ServiceContract, variable: str, extra_routes: list[Any])
         request_count.add(1)
         return PlainTextResponse(f"Variable: {variable}")
 
-    proxy_app = require_diagnostics_auth(
-        Starlette(routes=[Route("/", proxy, methods=_ALL)]), contract.diagnostics.secret
-    )
+    async def guarded_proxy(request: Request) -> Response:
+        denied = check_authorization(contract.diagnostics.secret, request.headers.get("authorization"))
+        if denied is not None:
+            return PlainTextResponse(denied[1], status_code=denied[0])
+        return await proxy(request)
+
     return Starlette(
         routes=[
             *extra_routes,
-            Mount("/proxy", app=proxy_app),
+            Route("/proxy", guarded_proxy, methods=_ALL),
             Route("/{path:path}", root, methods=_ALL),
         ]
     )
