@@ -9,7 +9,6 @@ when a routine dies on its own, and a job flushes telemetry and Sentry before it
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import signal
@@ -353,43 +352,59 @@ def run_job(
 
 
 async def _execute(job: Job[Any], prepared: _Prepared) -> int:
+    from opentelemetry import trace
+
     contract: JobContract = prepared.contract
     execution: JobExecution = contract.execution
     log = get_logger("msp.start")
     signals = _SignalWatcher(log)
     signals.install()
-    checkin = sentry.JobCheckIn.begin(contract.diagnostics, execution.id)
-    log.info(
-        "starting job execution",
-        job=job.name,
-        execution_id=execution.id,
-        cloud_run_execution=execution.task_name,
-        msp=contract.msp,
-        sentry=sentry.enabled(),
-    )
-    started = time.monotonic()
-    work = asyncio.create_task(job.execute(get_logger("job"), contract, prepared.config))
+    tracer = trace.get_tracer("msp_runtime.job")
+    attributes: dict[str, str | int] = {
+        "job.name": job.name,
+        "job.execution.id": execution.id,
+        "job.task.index": execution.task_index,
+    }
+    with tracer.start_as_current_span(f"job.execute {job.name}", attributes=attributes) as span:
+        checkin = sentry.JobCheckIn.begin(contract.diagnostics, execution.id)
+        log.info(
+            "starting job execution",
+            job=job.name,
+            execution_id=execution.id,
+            cloud_run_execution=execution.task_name,
+            msp=contract.msp,
+            sentry=sentry.enabled(),
+        )
+        started = time.monotonic()
+        exit_code, error = await _run_job_task(job, contract, prepared.config, signals)
+        duration = round(time.monotonic() - started, 3)
+        checkin_log = get_logger("msp.contract.execution.checkin").bind(execution_id=execution.id)
+        if error is None:
+            checkin_log.info("job execution succeeded", duration=duration)
+        else:
+            span.record_exception(error)
+            span.set_status(trace.StatusCode.ERROR, str(error))
+            checkin_log.error("job execution failed", error=str(error), duration=duration, exc_info=error)
+        checkin.finish(error is None, duration)
+    return exit_code
+
+
+JOB_CANCEL_TIMEOUT = 5.0
+"""Seconds a job gets to unwind after SIGTERM cancels it (Cloud Run kills at 10 s)."""
+
+
+async def _run_job_task(
+    job: Job[Any], contract: JobContract, config: Any, signals: _SignalWatcher
+) -> tuple[int, BaseException | None]:
+    work = asyncio.create_task(job.execute(get_logger("job"), contract, config))
     stop = asyncio.create_task(signals.wait())
     await asyncio.wait([work, stop], return_when=asyncio.FIRST_COMPLETED)
-
-    error: BaseException | None = None
-    exit_code = EXIT_OK
-    if not work.done():
-        work.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await work
-        error = InterruptedError(f"job interrupted by {signals.received}")
-        exit_code = 128 + signals.signum
-    else:
+    if work.done():
         stop.cancel()
-        error = work.exception()
-        if error is not None:
-            exit_code = EXIT_FAILURE
-    duration = round(time.monotonic() - started, 3)
-    checkin_log = get_logger("msp.contract.execution.checkin").bind(execution_id=execution.id)
-    if error is None:
-        checkin_log.info("job execution succeeded", duration=duration)
-    else:
-        checkin_log.error("job execution failed", error=str(error), duration=duration, exc_info=error)
-    checkin.finish(error is None, duration)
-    return exit_code
+        error = None if work.cancelled() else work.exception()
+        return (EXIT_OK if error is None else EXIT_FAILURE), error
+    work.cancel()
+    done, _ = await asyncio.wait([work], timeout=JOB_CANCEL_TIMEOUT)
+    if not done:
+        get_logger("msp.start").error("job ignored cancellation", timeout=JOB_CANCEL_TIMEOUT)
+    return 128 + signals.signum, InterruptedError(f"job interrupted by {signals.received}")

@@ -127,8 +127,11 @@ class Telemetry:
         def stop(name: str, provider: Any) -> None:
             start = time.monotonic()
             try:
-                provider.force_flush(millis)
-                provider.shutdown()
+                if name == "tracing":
+                    provider.force_flush(millis)
+                    provider.shutdown()
+                else:  # shutting down a metric reader exports once more; a flush first would double it
+                    provider.shutdown(timeout_millis=millis)
             except Exception as exc:
                 log.warning(f"failed to shut down {name}", error=str(exc))
             else:

@@ -184,3 +184,66 @@ class RecordingServer:
     def close(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+
+# -- OTLP and Sentry wire formats --------------------------------------------------------
+
+
+def otlp_spans(server: RecordingServer) -> list[dict[str, Any]]:
+    """Every span the server received on ``/v1/traces``, flattened with its resource attributes."""
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    spans = []
+    for request in [r for r in server.requests if r.path == "/v1/traces"]:
+        message = ExportTraceServiceRequest.FromString(request.body)
+        for resource_spans in message.resource_spans:
+            resource = _attributes(resource_spans.resource.attributes)
+            for scope_spans in resource_spans.scope_spans:
+                for span in scope_spans.spans:
+                    spans.append(
+                        {
+                            "name": span.name,
+                            "trace_id": span.trace_id.hex(),
+                            "span_id": span.span_id.hex(),
+                            "parent_span_id": span.parent_span_id.hex(),
+                            "kind": span.kind,
+                            "status": span.status.code,
+                            "attributes": _attributes(span.attributes),
+                            "resource": resource,
+                            "scope": scope_spans.scope.name,
+                        }
+                    )
+    return spans
+
+
+def otlp_metrics(server: RecordingServer) -> dict[str, list[Any]]:
+    """The data points of each metric in the last export that carried it (values are cumulative)."""
+    from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
+
+    found: dict[str, list[Any]] = {}
+    for request in [r for r in server.requests if r.path == "/v1/metrics"]:
+        message = ExportMetricsServiceRequest.FromString(request.body)
+        for resource_metrics in message.resource_metrics:
+            for scope_metrics in resource_metrics.scope_metrics:
+                for metric in scope_metrics.metrics:
+                    kind = metric.WhichOneof("data")
+                    found[metric.name] = list(getattr(metric, kind).data_points)
+    return found
+
+
+def _attributes(attributes: Any) -> dict[str, Any]:
+    out = {}
+    for kv in attributes:
+        value = kv.value
+        out[kv.key] = getattr(value, value.WhichOneof("value")) if value.WhichOneof("value") else None
+    return out
+
+
+def sentry_items(server: RecordingServer) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Every ``(item header, payload)`` in the Sentry envelopes the server received."""
+    items = []
+    for request in [r for r in server.requests if r.path.endswith("/envelope/")]:
+        lines = request.body.split(b"\n")[1:]  # the first line is the envelope header
+        lines = [line for line in lines if line]
+        items += [(json.loads(h), json.loads(p)) for h, p in zip(lines[::2], lines[1::2], strict=True)]
+    return items

@@ -14,7 +14,7 @@ class Config:
 
     @classmethod
     def load(cls, env: Env) -> Config:
-        return cls(env.get("CUSTOM_MODE", "ok", "ok, fail-init, routine-returns, routine-raises, slow-stop"))
+        return cls(env.get("CUSTOM_MODE", "ok", "ok, fail-init, routine-returns, routine-raises, slow-stop, unhealthy"))
 
 
 class Routine:
@@ -54,10 +54,23 @@ class CustomService:
         async def app(scope: Any, receive: Any, send: Any) -> None:
             if scope["type"] != "http":
                 return
-            await send({"type": "http.response.start", "status": 200, "headers": []})
-            await send({"type": "http.response.body", "body": b"custom"})
+            status, body = 200, b"custom"
+            if scope["path"] == "/boom":
+                try:
+                    raise ZeroDivisionError("division by zero in handler")
+                except ZeroDivisionError:
+                    logger.exception("request failed", path="/boom")
+                status, body = 500, b"boom"
+            await send({"type": "http.response.start", "status": status, "headers": []})
+            await send({"type": "http.response.body", "body": body})
 
-        return ServiceApp(app=app, routines=[Routine(config.mode)], on_stop=[cleanup], stop_timeout=1.0)
+        async def healthy(query: dict[str, list[str]]) -> None:
+            if config.mode == "unhealthy":
+                raise RuntimeError("redis: connection refused")
+
+        return ServiceApp(
+            app=app, healthy=healthy, routines=[Routine(config.mode)], on_stop=[cleanup], stop_timeout=1.0
+        )
 
 
 if __name__ == "__main__":

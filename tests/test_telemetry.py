@@ -1,0 +1,125 @@
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+
+from msp_runtime import testing
+from msp_runtime.propagation import CloudTraceContextPropagator
+from msp_runtime.telemetry import Telemetry, render_prometheus
+
+
+@pytest.mark.parametrize(
+    ("header", "trace_id", "span_id", "sampled"),
+    [
+        ("105445aa7843bc8bf206b12000100000/1;o=1", 0x105445AA7843BC8BF206B12000100000, 1, True),
+        (
+            "105445aa7843bc8bf206b12000100000/18446744073709551615;o=0",
+            0x105445AA7843BC8BF206B12000100000,
+            2**64 - 1,
+            False,
+        ),
+        ("105445AA7843BC8BF206B12000100000/42", 0x105445AA7843BC8BF206B12000100000, 42, False),
+    ],
+)
+def test_cloud_trace_header_is_extracted(header: str, trace_id: int, span_id: int, sampled: bool) -> None:
+    context = CloudTraceContextPropagator().extract({"x-cloud-trace-context": header})
+    span_context = trace.get_current_span(context).get_span_context()
+    assert (span_context.trace_id, span_context.span_id, span_context.trace_flags.sampled) == (
+        trace_id,
+        span_id,
+        sampled,
+    )
+    assert span_context.is_remote
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "",
+        "not-a-trace",
+        "00000000000000000000000000000000/1;o=1",
+        "105445aa7843bc8bf206b12000100000/0;o=1",
+        "105445aa7843bc8bf206b12000100000/18446744073709551616",
+        "105445aa7843bc8bf206b1200010000/1",
+        "105445aa7843bc8bf206b12000100000/abc",
+    ],
+)
+def test_malformed_cloud_trace_header_is_ignored(header: str) -> None:
+    context = CloudTraceContextPropagator().extract({"x-cloud-trace-context": header})
+    assert not trace.get_current_span(context).get_span_context().is_valid
+
+
+def test_prometheus_rendering() -> None:
+    reader = InMemoryMetricReader()
+    meter = MeterProvider(metric_readers=[reader]).get_meter("m")
+    meter.create_counter("request_count").add(3, {"route": 'a"b'})
+    meter.create_up_down_counter("active").add(-2)
+    histogram = meter.create_histogram("latency", unit="s", explicit_bucket_boundaries_advisory=[0.1, 1.0])
+    for value in (0.05, 0.5, 5.0):
+        histogram.record(value)
+    text = render_prometheus(reader).decode()
+    assert '# TYPE request_count_total counter\nrequest_count_total{route="a\\"b"} 3' in text
+    assert "# TYPE active gauge\nactive -2" in text
+    assert 'latency_bucket{le="0.1"} 1\nlatency_bucket{le="1.0"} 2\nlatency_bucket{le="+Inf"} 3' in text
+    assert "latency_sum 5.55" in text
+    assert "latency_count 3" in text
+
+
+class HangingExporter(SpanExporter):
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        self.release.wait(30)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        self.release.set()
+
+
+def test_shutdown_is_bounded_when_the_exporter_hangs() -> None:
+    exporter = HangingExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    with provider.get_tracer("t").start_as_current_span("s"):
+        pass
+    started = time.monotonic()
+    Telemetry(tracer_provider=provider, meter_provider=MeterProvider()).shutdown(timeout=0.5)
+    assert time.monotonic() - started < 2
+    exporter.release.set()
+
+
+def test_telemetry_config_from_env() -> None:
+    config = testing.service_contract(
+        {
+            "GOOGLE_CLOUD_PROJECT": "p",
+            "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+            "OTEL_TRACES_SAMPLER_ARG": "0.25",
+        }
+    ).diagnostics.opentelemetry
+    assert (config.gcp_project_id, config.sampler, config.sampler_arg) == ("p", "parentbased_traceidratio", 0.25)
+    override = testing.service_contract({"GOOGLE_CLOUD_PROJECT": "p", "OTEL_GCP_PROJECT_ID": "q"})
+    assert override.diagnostics.opentelemetry.gcp_project_id == "q"
+
+
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
+        ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
+    ],
+)
+def test_bad_sampler_settings_are_config_errors(env: dict[str, str], variable: str) -> None:
+    from msp_runtime import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        testing.service_contract(env)
+    assert info.value.variables == [variable]
