@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import NoReturn, TypeVar, cast
+
+import structlog
 
 from .contract import JobContract, ServiceContract
 from .env import Env, load_config
+from .log import Logger
 
 __all__ = ["Metadata", "job_contract", "load_test_config", "service_contract"]
 
@@ -36,7 +39,7 @@ def service_contract(environ: Mapping[str, str] | None = None, *, metadata: Meta
     Raises :class:`~msp_runtime.ConfigError` when ``environ`` is invalid, like the runtime would.
     """
     env = Env({**_SERVICE_DEFAULTS, **(environ or {})})
-    contract = ServiceContract.from_env(env, metadata or Metadata())
+    contract = ServiceContract.from_env(env, metadata or Metadata(), _silent())
     env.validate()
     return contract
 
@@ -44,7 +47,7 @@ def service_contract(environ: Mapping[str, str] | None = None, *, metadata: Meta
 def job_contract(environ: Mapping[str, str] | None = None, *, metadata: Metadata | None = None) -> JobContract:
     """A :class:`JobContract` from ``environ`` alone; raises :class:`~msp_runtime.ConfigError` if invalid."""
     env = Env(environ or {})
-    contract = JobContract.from_env(env, metadata or Metadata())
+    contract = JobContract.from_env(env, metadata or Metadata(), _silent())
     env.validate()
     return contract
 
@@ -55,3 +58,12 @@ def load_test_config(config_type: type[ConfigT], environ: Mapping[str, str] | No
     config = load_config(env, config_type)
     env.validate()
     return config
+
+
+def _drop(*_: object) -> NoReturn:
+    raise structlog.DropEvent
+
+
+def _silent() -> Logger:
+    """A logger that says nothing: tests need no DIAGNOSTICS_SECRET warning."""
+    return cast(Logger, structlog.wrap_logger(structlog.ReturnLogger(), processors=[_drop]))
