@@ -170,7 +170,7 @@ class RecordingServer:
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
 
     def wait_for(self, predicate: Callable[[Recorded], bool], timeout: float = 10.0) -> list[Recorded]:
         deadline = time.monotonic() + timeout
