@@ -8,7 +8,14 @@ from __future__ import annotations
 
 from . import runtime
 from .contract import Contract, JobContract, ServiceContract, ServiceMetadata
-from .diagnostics import ASGIApp, HealthCheck, check_authorization, require_diagnostics_auth
+from .diagnostics import (
+    ASGIApp,
+    HealthCheck,
+    HealthCheckError,
+    check_all,
+    check_authorization,
+    require_diagnostics_auth,
+)
 from .env import ConfigError, Env, EnvError
 from .jobs import JobExecution
 from .log import Logger, get_logger
@@ -24,6 +31,7 @@ __all__ = [
     "Env",
     "EnvError",
     "HealthCheck",
+    "HealthCheckError",
     "Job",
     "JobContract",
     "JobExecution",
@@ -36,6 +44,7 @@ __all__ = [
     "ServiceContract",
     "ServiceMetadata",
     "__version__",
+    "check_all",
     "check_authorization",
     "get_logger",
     "require_diagnostics_auth",

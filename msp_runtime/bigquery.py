@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import datetime
 import decimal
@@ -239,14 +240,11 @@ class TableWriter:
                 raise BigQueryWriteError(self.table, failed, len(self._buffer))
 
     async def close(self) -> None:
-        """Stop the background flush and flush what remains."""
+        """Stop the background flush (letting a send in progress finish) and flush what remains."""
         self._closed = True
         if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+            self._wakeup.set()
+            await self._task
             self._task = None
         await self.flush()
 
@@ -271,13 +269,11 @@ class TableWriter:
             self._task = asyncio.get_running_loop().create_task(self._flush_periodically())
 
     async def _flush_periodically(self) -> None:
-        while True:
-            try:
+        while not self._closed:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), self._flush_interval)
-            except TimeoutError:
-                pass
             self._wakeup.clear()
-            if not self._buffer:
+            if self._closed or not self._buffer:
                 continue
             try:
                 await self.flush()
@@ -295,10 +291,17 @@ class TableWriter:
 
     async def _send_buffered(self) -> None:
         pending, self._buffer = self._buffer, []
+        batches = self._batches(pending)
         retry_later: list[_Row] = []
-        for batch in self._batches(pending):
-            retry_later += await asyncio.to_thread(self._insert, batch)
-        self._buffer = retry_later + self._buffer
+        sent = 0
+        try:
+            for batch in batches:
+                retry_later += await asyncio.to_thread(self._insert, batch)
+                sent += 1
+        finally:
+            # Cancelled mid-way: the batch in flight is kept too (its insert ids de-duplicate a resend).
+            unsent = [row for batch in batches[sent:] for row in batch]
+            self._buffer = retry_later + unsent + self._buffer
 
     def _batches(self, rows: list[_Row]) -> list[list[_Row]]:
         batches: list[list[_Row]] = []

@@ -29,6 +29,8 @@ __all__ = [
     "ASGIApp",
     "DiagnosticsContract",
     "HealthCheck",
+    "HealthCheckError",
+    "check_all",
     "check_authorization",
     "diagnostics_app",
     "require_diagnostics_auth",
@@ -199,3 +201,33 @@ async def run_health_check(healthy: HealthCheck | None, query: dict[str, list[st
     except Exception as exc:  # any failure is an unhealthy report, not a crash
         return str(exc) or type(exc).__name__
     return None
+
+
+class HealthCheckError(Exception):
+    """Which backends failed a health check, and why: ``"postgresql: refused; redis: timed out"``."""
+
+    def __init__(self, failures: Mapping[str, str]) -> None:
+        self.failures = dict(failures)
+        super().__init__("; ".join(f"{name}: {problem}" for name, problem in self.failures.items()))
+
+
+async def check_all(checks: Mapping[str, Callable[[], Awaitable[object]]], timeout: float = 2.0) -> None:
+    """Run named checks concurrently, each under ``timeout`` seconds.
+
+    One slow backend costs at most ``timeout``, not the sum of all checks. Raises
+    :class:`HealthCheckError` naming every check that failed or timed out.
+    """
+
+    async def run(check: Callable[[], Awaitable[object]]) -> str | None:
+        try:
+            await asyncio.wait_for(check(), timeout)
+        except TimeoutError:
+            return f"timed out after {timeout:g}s"
+        except Exception as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    results = await asyncio.gather(*(run(check) for check in checks.values()))
+    failures = {name: problem for name, problem in zip(checks, results, strict=True) if problem is not None}
+    if failures:
+        raise HealthCheckError(failures)

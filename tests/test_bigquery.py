@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,48 +15,9 @@ import pytest
 from msp_runtime import testing
 from msp_runtime.bigquery import BigQueryNotConfiguredError, BigQueryWriteError, RowTooLargeError, TableWriter
 
-from .support import Recorded, RecordingServer
+from .support import FakeBigQuery, reject, status
 
 INSERT_PATH = "/bigquery/v2/projects/proj/datasets/ds/tables/events/insertAll?prettyPrint=false"
-Reply = tuple[int, dict[str, str], bytes]
-
-
-class FakeBigQuery(RecordingServer):
-    """Speaks insertAll: records rows, answers with scripted replies (then success)."""
-
-    def __init__(self) -> None:
-        self.script: list[Callable[[dict[str, Any]], Reply]] = []
-        self.inserted: list[dict[str, Any]] = []
-        super().__init__(self._reply)
-
-    def _reply(self, request: Recorded) -> Reply:
-        body = json.loads(request.body)
-        reply = self.script.pop(0)(body) if self.script else ok(body)
-        if reply[0] == 200:
-            errors = {e["index"] for e in json.loads(reply[2]).get("insertErrors", [])}
-            if not errors:  # like BigQuery: a request with an invalid row inserts nothing
-                self.inserted += body["rows"]
-        return reply
-
-
-def ok(body: dict[str, Any]) -> Reply:
-    return 200, {"content-type": "application/json"}, b'{"kind": "bigquery#tableDataInsertAllResponse"}'
-
-
-def status(code: int) -> Callable[[dict[str, Any]], Reply]:
-    message = json.dumps({"error": {"code": code, "message": f"status {code}", "errors": [{"reason": "backendError"}]}})
-    return lambda body: (code, {"content-type": "application/json"}, message.encode())
-
-
-def reject(index: int, reason: str = "invalid") -> Callable[[dict[str, Any]], Reply]:
-    def reply(body: dict[str, Any]) -> Reply:
-        errors = [
-            {"index": i, "errors": [{"reason": reason if i == index else "stopped", "message": f"row {i}: {reason}"}]}
-            for i in range(len(body["rows"]))
-        ]
-        return 200, {"content-type": "application/json"}, json.dumps({"insertErrors": errors}).encode()
-
-    return reply
 
 
 @pytest.fixture

@@ -136,3 +136,34 @@ def test_check_authorization_uses_constant_time_compare(monkeypatch: pytest.Monk
     assert check_authorization("s3cret", "Bearer nope") == (401, "unauthorized")
     assert check_authorization("s3cret", "Bearer s3cret") is None
     assert calls == [(b"nope", b"s3cret"), (b"s3cret", b"s3cret")]
+
+
+async def test_check_all_runs_checks_concurrently_and_names_failures() -> None:
+    from msp_runtime import HealthCheckError, check_all
+
+    all_running = asyncio.Barrier(3)  # only passes if the three checks run at the same time
+
+    async def ok() -> None:
+        await all_running.wait()
+
+    async def broken() -> None:
+        await all_running.wait()
+        raise ConnectionRefusedError("connection refused")
+
+    async def hung() -> None:
+        await all_running.wait()
+        await asyncio.sleep(30)
+
+    with pytest.raises(HealthCheckError) as info:
+        await check_all({"postgresql": ok, "redis": broken, "bigquery": hung}, timeout=1.0)
+    assert info.value.failures == {"redis": "connection refused", "bigquery": "timed out after 1s"}
+    assert str(info.value) == "redis: connection refused; bigquery: timed out after 1s"
+
+
+async def test_check_all_passes_when_all_pass() -> None:
+    from msp_runtime import check_all
+
+    async def ok() -> None:
+        return None
+
+    await check_all({"a": ok, "b": ok})

@@ -1,19 +1,19 @@
-"""The example's HTTP API: ``/`` and the network-test ``/proxy``, as upstream's ``httpapi``."""
+"""The example's HTTP API: ``/`` and ``/proxy`` as upstream's ``httpapi``, plus ``/events`` for the backends."""
 
 from __future__ import annotations
-
-from typing import Any
 
 from opentelemetry import metrics
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from msp_runtime import ServiceContract, check_authorization
 
+from .backends import Backends
 
-def build_app(contract: ServiceContract, variable: str, extra_routes: list[Any]) -> Starlette:
+
+def build_app(contract: ServiceContract, variable: str, backends: Backends) -> Starlette:
     request_count = metrics.get_meter("msp-example").create_counter("request_count", description="requests to /")
 
     async def root(request: Request) -> Response:
@@ -26,9 +26,19 @@ def build_app(contract: ServiceContract, variable: str, extra_routes: list[Any])
             return PlainTextResponse(denied[1], status_code=denied[0])
         return await proxy(request)
 
+    async def record_event(request: Request) -> Response:
+        name = request.query_params.get("name")
+        if not name:
+            return PlainTextResponse("query parameter 'name' is required", status_code=400)
+        return JSONResponse(await backends.record(name))
+
+    async def list_events(request: Request) -> Response:
+        return JSONResponse(await backends.recent())
+
     return Starlette(
         routes=[
-            *extra_routes,
+            Route("/events", record_event, methods=["POST"]),
+            Route("/events", list_events, methods=["GET"]),
             Route("/proxy", guarded_proxy, methods=_ALL),
             Route("/{path:path}", root, methods=_ALL),
         ]

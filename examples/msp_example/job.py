@@ -1,4 +1,4 @@
-"""The example job: does a little work against the configured backends, then exits."""
+"""The example job: summarises what the service recorded, in every configured backend."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 
 from msp_runtime import JobContract, Logger
 
+from .backends import Backends, event
 from .config import VERSION, JobConfig
 
 
@@ -15,8 +16,23 @@ class ExampleJob:
     config_type = JobConfig
 
     async def execute(self, logger: Logger, contract: JobContract, config: JobConfig) -> None:
-        logger.info("job started", task_index=contract.execution.task_index, task_count=contract.execution.task_count)
-        await asyncio.sleep(config.work_duration.total_seconds())
-        if config.fail:
-            raise RuntimeError("job failed as configured by EXAMPLE_JOB_FAIL")
-        logger.info("job finished")
+        execution = contract.execution
+        logger.info("job started", task_index=execution.task_index, task_count=execution.task_count)
+        backends = await Backends.connect(contract, logger)
+        try:
+            if backends.postgresql is not None and not backends.migrated.is_set():
+                raise RuntimeError("postgresql is unavailable")
+            found = await backends.recent(limit=100)
+            summary = {
+                "events": len(found.get("postgresql", [])),
+                "counter": found.get("redis", {}).get("count"),
+                "execution": execution.id,
+            }
+            if backends.bigquery is not None:
+                await backends.bigquery.write(event("job.summary", **summary))
+            await asyncio.sleep(config.work_duration.total_seconds())
+            if config.fail:
+                raise RuntimeError("job failed as configured by EXAMPLE_JOB_FAIL")
+            logger.info("job finished", **summary)
+        finally:
+            await backends.close()

@@ -17,5 +17,9 @@ class ExampleService:
     async def initialize(self, logger: Logger, contract: ServiceContract, config: Config) -> ServiceApp:
         logger.info("starting service", stateless=config.stateless_mode)
         backends = Backends.disabled() if config.stateless_mode else await Backends.connect(contract, logger)
-        app = build_app(contract, config.variable, backends.routes())
-        return ServiceApp(app=app, healthy=backends.healthy, on_stop=[backends.close])
+        return ServiceApp(
+            app=build_app(contract, config.variable, backends),
+            healthy=backends.healthy,
+            routines=backends.routines(),
+            on_stop=[backends.close],
+        )
