@@ -17,8 +17,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import re
+import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -56,9 +57,7 @@ class MigrationError(RuntimeError):
 @dataclass
 class _CloudSQLState:
     connector: Any = None
-
-
-ConnectorFactory = Callable[[], Any]
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -75,8 +74,8 @@ class PostgreSQLContract:
     """``PG_QUERY_LOGGING`` (local development only): log every query at debug level."""
     connect_timeout: int = 10
     """Seconds to wait for a new connection."""
-    connector_factory: ConnectorFactory | None = field(default=None, repr=False, compare=False)
-    """Builds the Cloud SQL ``Connector`` (tests point it at a local Admin API)."""
+    connector_options: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Extra ``Connector`` arguments, e.g. ``credentials`` or ``sqladmin_api_endpoint`` (tests)."""
     _cloudsql: _CloudSQLState = field(default_factory=_CloudSQLState, repr=False, compare=False)
 
     @classmethod
@@ -217,7 +216,8 @@ class PostgreSQLContract:
 
     def close(self) -> None:
         """Close the Cloud SQL connector, if one was started."""
-        connector, self._cloudsql.connector = self._cloudsql.connector, None
+        with self._cloudsql.lock:
+            connector, self._cloudsql.connector = self._cloudsql.connector, None
         if connector is not None:
             connector.close()
 
@@ -234,18 +234,19 @@ class PostgreSQLContract:
         return options
 
     def _connector(self) -> Any:
-        if self._cloudsql.connector is None:
-            if self.connector_factory is not None:
-                self._cloudsql.connector = self.connector_factory()
-            else:
-                from google.cloud.sql.connector import Connector, IPTypes, RefreshStrategy
+        with self._cloudsql.lock:  # pool workers connect concurrently: one connector for all
+            return self._cloudsql.connector or self._start_connector()
 
-                self._cloudsql.connector = Connector(
-                    ip_type=IPTypes.PRIVATE,
-                    enable_iam_auth=True,
-                    refresh_strategy=RefreshStrategy.LAZY,
-                    timeout=self.connect_timeout,
-                )
+    def _start_connector(self) -> Any:
+        from google.cloud.sql.connector import Connector, IPTypes, RefreshStrategy
+
+        self._cloudsql.connector = Connector(
+            ip_type=IPTypes.PRIVATE,  # MSP's instances are reached over the VPC
+            enable_iam_auth=True,
+            refresh_strategy=RefreshStrategy.LAZY,  # Cloud Run throttles CPU between requests
+            timeout=self.connect_timeout,
+            **self.connector_options,
+        )
         return self._cloudsql.connector
 
     def _cloudsql_connect(self, database: str, **kwargs: Any) -> psycopg.Connection[Any]:

@@ -322,6 +322,7 @@ class TCPProxy:
 @dataclass
 class TLSFiles:
     ca_cert: Path
+    ca_key: Path
     server_cert: Path
     server_key: Path
 
@@ -366,8 +367,13 @@ def make_tls(directory: Path, host: str = "127.0.0.1") -> TLSFiles:
         .sign(ca_key, hashes.SHA256())
     )
     directory.mkdir(parents=True, exist_ok=True)
-    files = TLSFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files = TLSFiles(directory / "ca.pem", directory / "ca.key", directory / "server.pem", directory / "server.key")
     files.ca_cert.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.ca_key.write_bytes(
+        ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     files.server_key.write_bytes(
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
