@@ -200,7 +200,7 @@ async def _serve(service: Service[Any], prepared: _Prepared) -> int:
     if prepared.telemetry.enabled:
         from .instrumentation import instrument_asgi
 
-        asgi = instrument_asgi(asgi)
+        asgi = instrument_asgi(asgi, parent_based=contract.diagnostics.opentelemetry.sampler.startswith("parentbased"))
     server = HTTPServer(asgi, host="0.0.0.0", port=contract.port, drain_timeout=initialized.drain_timeout)
     try:
         server.bind()

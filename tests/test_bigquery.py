@@ -148,3 +148,26 @@ async def test_unserialisable_rows_are_refused(bigquery: FakeBigQuery, row: Any)
 def test_not_configured_is_a_clear_error() -> None:
     with pytest.raises(BigQueryNotConfiguredError, match="BIGQUERY_PROJECT_ID"):
         testing.service_contract({"BIGQUERY_PROJECT_ID": "p"}).bigquery.table_writer("t")
+
+
+async def test_cancelled_flush_keeps_the_rows_in_flight(bigquery: FakeBigQuery) -> None:
+    import time as _time
+
+    from .support import ok
+
+    def slow(body: dict[str, Any]) -> Any:
+        _time.sleep(0.5)
+        return ok(body)
+
+    bigquery.script = [slow]
+    writer = writer_for(bigquery, flush_interval=60)
+    await writer.write(Event("a", NOW))
+    flushing = asyncio.create_task(writer.flush())
+    await asyncio.sleep(0.1)
+    flushing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    assert writer.buffered == 1  # not lost with the cancelled flush
+    await writer.close()
+    ids = {row["insertId"] for row in bigquery.inserted}
+    assert len(ids) == 1  # sent twice at most, with one insert id BigQuery de-duplicates

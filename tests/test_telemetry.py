@@ -3,6 +3,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from opentelemetry import trace
@@ -10,6 +11,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from msp_runtime import testing
 from msp_runtime.propagation import CloudTraceContextPropagator
@@ -123,3 +125,66 @@ def test_bad_sampler_settings_are_config_errors(env: dict[str, str], variable: s
     with pytest.raises(ConfigError) as info:
         testing.service_contract(env)
     assert info.value.variables == [variable]
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, True),
+        ),
+        (
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+            (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, False),
+        ),
+        (
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-future",
+            (0x4BF92F3577B34DA6A3CE929D0E0E4736, 0xF067AA0BA902B7, True),
+        ),
+        ("00-00000000000000000000000000000000-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", None),
+        ("ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra", None),
+        ("00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", None),
+        ("00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", None),
+        ("garbage", None),
+    ],
+)
+def test_parse_traceparent(header: str, expected: tuple[int, int, bool] | None) -> None:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    from msp_runtime.propagation import parse_traceparent
+
+    parsed = parse_traceparent(header)
+    got = None if parsed is None else (parsed.trace_id, parsed.span_id, parsed.trace_flags.sampled)
+    assert got == expected
+    # Agrees with the SDK's W3C propagator, which the fast path replaces on the request path.
+    reference = trace.get_current_span(TraceContextTextMapPropagator().extract({"traceparent": header}))
+    ref = reference.get_span_context()
+    assert (None if not ref.is_valid else (ref.trace_id, ref.span_id, ref.trace_flags.sampled)) == expected
+
+
+async def test_unsampled_parent_gets_no_span_but_keeps_the_trace(spans: InMemorySpanExporter) -> None:
+    import httpx
+
+    from msp_runtime.instrumentation import instrument_asgi
+
+    seen: list[trace.SpanContext] = []
+
+    async def app(scope: object, receive: object, send: Any) -> None:
+        seen.append(trace.get_current_span().get_span_context())
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    transport = httpx.ASGITransport(app=instrument_asgi(app))
+    async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
+        unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
+        await client.get("/a", headers={"traceparent": unsampled})
+        await client.get("/b", headers={"traceparent": unsampled[:-2] + "01"})
+        await client.get("/c")
+    assert [s.name for s in spans.get_finished_spans()] == ["http.GET /b", "http.GET /c"]
+    assert seen[0].trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736  # logs still correlate
+    assert not seen[0].trace_flags.sampled
+    assert seen[1].trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
+    assert seen[1].trace_flags.sampled
