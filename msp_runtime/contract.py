@@ -69,7 +69,7 @@ class ServiceContract(Contract):
         if env.is_set("PORT") and not 0 < port < 65536:
             env.add_error("PORT", f"port {port} is out of range 1-65535")
         external_dns_name = env.get_optional("EXTERNAL_DNS_NAME", "external DNS name of the service")
-        return cls(port=port, external_dns_name=external_dns_name, **_base(env, service, logger))
+        return cls(port=port, external_dns_name=external_dns_name, **_base(env, service, logger, serves_http=True))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -81,7 +81,7 @@ class JobContract(Contract):
 
     @classmethod
     def from_env(cls, env: Env, service: ServiceMetadata, logger: Logger | None = None) -> JobContract:
-        base = _base(env, service, logger)
+        base = _base(env, service, logger, serves_http=False)
         return cls(execution=JobExecution.from_env(env), **base)
 
 
@@ -96,7 +96,7 @@ class _Base(TypedDict):
     diagnostics: DiagnosticsContract
 
 
-def _base(env: Env, service: ServiceMetadata, logger: Logger | None) -> _Base:
+def _base(env: Env, service: ServiceMetadata, logger: Logger | None, *, serves_http: bool) -> _Base:
     logger = logger or get_logger("msp.contract")
     gcp_project = env.get_optional("GOOGLE_CLOUD_PROJECT", "GCP project ID")
     environment_id = env.get("ENVIRONMENT_ID", "unknown", "MSP Service Environment ID")
@@ -105,7 +105,12 @@ def _base(env: Env, service: ServiceMetadata, logger: Logger | None) -> _Base:
     postgresql = PostgreSQLContract.from_env(env, msp=msp)
     bigquery = BigQueryContract.from_env(env)
     diagnostics = DiagnosticsContract.from_env(
-        env, service=service, msp=msp, gcp_project=gcp_project, environment_id=environment_id, logger=logger
+        env,
+        service=service,
+        msp=msp,
+        gcp_project=gcp_project,
+        environment_id=environment_id,
+        logger=logger if serves_http else None,  # a job has no diagnostics endpoints to guard
     )
     return {
         "service": service,

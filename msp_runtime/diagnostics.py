@@ -73,12 +73,13 @@ class DiagnosticsContract:
         msp: bool,
         gcp_project: str | None,
         environment_id: str,
-        logger: Logger,
+        logger: Logger | None,
     ) -> DiagnosticsContract:
+        """Read the diagnostics variables; ``logger`` (services only) hears about a missing secret."""
         secret = env.get_optional("DIAGNOSTICS_SECRET", "secret used to authenticate diagnostics requests", secret=True)
         if secret == "":
             env.add_error("DIAGNOSTICS_SECRET", "set to an empty value; unset it to disable diagnostics auth")
-        elif secret is None:
+        elif secret is None and logger is not None:
             log = logger.bind(scope="msp.contract.diagnostics")
             message = "DIAGNOSTICS_SECRET not set, diagnostics handlers will not have any authorization checks"
             (log.error if msp else log.warning)(message)
