@@ -131,10 +131,24 @@ _WRK_PCT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time the process has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Load:
+    rps: float
+    p50: float
+    p99: float
+    cpu_us: float  # server CPU per request: steadier than requests/s on a shared machine
+
+
 def wrk(
     port: int, path: str, seconds: int, connections: int = 32, headers: dict[str, str] | None = None
-) -> tuple[float, float, float]:
-    """Requests/s, p50 ms and p99 ms of ``path`` under wrk (1 thread, bounded by ``seconds``)."""
+) -> tuple[float, float, float, int]:
+    """Requests/s, p50 ms, p99 ms and request count of ``path`` under wrk (1 thread, ``seconds``)."""
     url = f"http://127.0.0.1:{port}{path}"
     header_args = [arg for k, v in (headers or {}).items() for arg in ("-H", f"{k}: {v}")]
     subprocess.run(["wrk", "-t1", "-c8", "-d1s", *header_args, url], capture_output=True, check=True)  # warm up
@@ -145,9 +159,17 @@ def wrk(
         check=True,
     ).stdout
     match = _WRK_RPS.search(out)
+    total = re.search(r"(\d+) requests in", out)
     assert match, out
+    assert total, out
     pct = {p: float(v) * _UNITS[u] for p, v, u in _WRK_PCT.findall(out)}
-    return float(match.group(1)), pct["50"], pct["99"]
+    return float(match.group(1)), pct["50"], pct["99"], int(total.group(1))
+
+
+def load(pid: int, port: int, seconds: int, headers: dict[str, str] | None = None) -> Load:
+    before = cpu_seconds(pid)
+    rps, p50, p99, count = wrk(port, "/", seconds, headers=headers)
+    return Load(rps, p50, p99, (cpu_seconds(pid) - before) / count * 1e6)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -163,6 +185,7 @@ class NullOTLP:
     def __init__(self) -> None:
         class H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True
 
             def do_POST(self) -> None:
                 self.rfile.read(int(self.headers.get("content-length") or 0))
@@ -286,40 +309,48 @@ def bench_import(runs: int) -> list[Row]:
 CLOUD_RUN_UNSAMPLED = {"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"}
 
 
-def bench_requests(seconds: int) -> list[Row]:
+def bench_requests(seconds: int, rounds: int) -> list[Row]:
     """Trivial routes under wrk, tracing on at the default sampler (parent-based, always on) with
-    spans exported over OTLP to a local sink. Two kinds of traffic: requests with no trace header
-    (each one a sampled root span, the worst case) and requests carrying Cloud Run's unsampled
-    ``traceparent``."""
+    spans exported over OTLP to a local sink. Two kinds of traffic: requests carrying Cloud Run's
+    unsampled ``traceparent``, and requests with no trace header (each one a sampled root span,
+    the worst case). Each service and its baseline run side by side and are loaded in turn,
+    ``rounds`` times; the medians are reported."""
     rows: list[Row] = []
     otlp = NullOTLP()
     traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}
-    results: dict[tuple[str, str], tuple[float, float, float]] = {}
+    pairs = (
+        ("runtime, raw ASGI route", RUNTIME_ASGI, BARE_ASGI, "bare uvicorn"),
+        ("example `/` (Starlette)", EXAMPLE, BARE_STARLETTE, "bare uvicorn+starlette"),
+    )
     try:
-        for name, command, env in (
-            ("bare", BARE_ASGI, {}),
-            ("runtime", RUNTIME_ASGI, traced),
-            ("bare_starlette", BARE_STARLETTE, {}),
-            ("example", EXAMPLE, traced),
-        ):
-            port = free_port()
-            with serve(command, env, port):
-                results[name, "root"] = wrk(port, "/", seconds)
-                results[name, "cloudrun"] = wrk(port, "/", seconds, headers=CLOUD_RUN_UNSAMPLED)
+        for label, command, baseline, base_label in pairs:
+            ours_port, base_port = free_port(), free_port()
+            with serve(command, traced, ours_port) as ours, serve(baseline, {}, base_port) as base:
+                for traffic, headers in (
+                    ("Cloud Run traffic", CLOUD_RUN_UNSAMPLED),
+                    ("untraced clients, 100% sampled", None),
+                ):
+                    measured: dict[str, list[Load]] = {"ours": [], "base": []}
+                    for _ in range(rounds):
+                        measured["base"].append(load(base.pid, base_port, seconds, headers))
+                        measured["ours"].append(load(ours.pid, ours_port, seconds, headers))
+                    o = {
+                        k: statistics.median(getattr(x, k) for x in measured["ours"])
+                        for k in ("rps", "p50", "p99", "cpu_us")
+                    }
+                    b = {
+                        k: statistics.median(getattr(x, k) for x in measured["base"])
+                        for k in ("rps", "p50", "p99", "cpu_us")
+                    }
+                    name = f"{label}, {traffic}"
+                    rows += [
+                        Row("requests", f"{name}: requests/s", o["rps"], "req/s", b["rps"], base_label, "≥ 0.85x"),
+                        Row("requests", f"{name}: server CPU per request", o["cpu_us"], "µs", b["cpu_us"], base_label),
+                        Row("requests", f"{name}: p50", o["p50"], "ms", b["p50"], base_label),
+                        Row("requests", f"{name}: p99", o["p99"], "ms", b["p99"], base_label),
+                    ]
     finally:
         otlp.close()
-    for name, baseline, label, base_label in (
-        ("runtime", "bare", "runtime, raw ASGI route", "bare uvicorn"),
-        ("example", "bare_starlette", "example `/` (Starlette)", "bare uvicorn+starlette"),
-    ):
-        for traffic, what in (("cloudrun", "Cloud Run traffic"), ("root", "untraced clients, 100% sampled")):
-            rps, p50, p99 = results[name, traffic]
-            brps, bp50, bp99 = results[baseline, traffic]
-            rows += [
-                Row("requests", f"{label}, {what}: requests/s", rps, "req/s", brps, base_label, "≥ 0.85x"),
-                Row("requests", f"{label}, {what}: p50", p50, "ms", bp50, base_label),
-                Row("requests", f"{label}, {what}: p99", p99, "ms", bp99, base_label),
-            ]
     return rows
 
 
@@ -427,7 +458,7 @@ def main() -> None:
     sections: dict[str, Callable[[], list[Row]]] = {
         "import": lambda: bench_import(5 if quick else 15),
         "cold": lambda: bench_cold_start(3 if quick else 9),
-        "requests": lambda: bench_requests(3 if quick else 8),
+        "requests": lambda: bench_requests(3 if quick else 5, 1 if quick else 3),
         "healthz": lambda: bench_healthz(100 if quick else 400),
         "bigquery": lambda: bench_bigquery(2000 if quick else 10000, 100 if quick else 300),
         "rss": bench_rss,

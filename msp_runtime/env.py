@@ -166,6 +166,8 @@ class Env:
         return self._environ.get(name, default)
 
     def _fail(self, name: str, message: str) -> None:
+        if any(e.variable == name and e.message == message for e in self._errors):
+            return  # a variable read twice (MSP, say) is reported once
         description = self._requested[name].description if name in self._requested else ""
         self._errors.append(EnvError(name, message, description))
 

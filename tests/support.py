@@ -145,6 +145,7 @@ class RecordingServer:
 
         class _H(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out in two writes
 
             def _handle(self) -> None:
                 length = int(self.headers.get("content-length") or 0)

@@ -230,3 +230,10 @@ def test_pydantic_missing_required_field_reported_once() -> None:
     with pytest.raises(ConfigError) as info:
         env.validate()
     assert [str(e) for e in info.value.errors] == ["WORKERS: required but not set (description: worker count)"]
+
+
+def test_a_variable_read_twice_is_reported_once() -> None:
+    env = Env({"MSP": "maybe"})
+    env.get_bool("MSP", False, "msp")
+    env.get_bool("MSP", False, "msp")
+    assert errors_of(env) == ["MSP: invalid bool 'maybe': expected one of 1, t, true, 0, f, false (description: msp)"]
