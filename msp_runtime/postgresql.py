@@ -165,13 +165,8 @@ class PostgreSQLContract:
             conninfo,
             connection_class=connection_class,
             kwargs=kwargs,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
             check=psycopg_pool.ConnectionPool.check_connection,
-            name=f"msp-{database}",
-            open=False,
-            **pool_kwargs,
+            **_pool_limits(database, min_size, max_size, timeout, pool_kwargs),
         )
         pool.open(wait=False)
         return pool
@@ -203,13 +198,8 @@ class PostgreSQLContract:
             conninfo,
             connection_class=async_class,
             kwargs=kwargs,
-            min_size=min_size,
-            max_size=max_size,
-            timeout=timeout,
             check=psycopg_pool.AsyncConnectionPool.check_connection,
-            name=f"msp-{database}",
-            open=False,
-            **pool_kwargs,
+            **_pool_limits(database, min_size, max_size, timeout, pool_kwargs),
         )
         await pool.open(wait=False)
         return pool
@@ -273,6 +263,18 @@ class PostgreSQLContract:
         """
         with self.connect(database) as conn:
             return apply_migrations(conn, sorted(Path(directory).glob("*.sql")))
+
+
+def _pool_limits(database: str, min_size: int, max_size: int, timeout: float, extra: dict[str, Any]) -> dict[str, Any]:
+    """Pool settings shared by the sync and async pools; ``extra`` overrides them."""
+    return {
+        "min_size": min_size,
+        "max_size": max_size,
+        "timeout": timeout,
+        "name": f"msp-{database}",
+        "open": False,
+        **extra,
+    }
 
 
 def apply_migrations(conn: psycopg.Connection[Any], files: Iterable[Path]) -> list[str]:

@@ -14,8 +14,9 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, NoReturn, TypeVar
 
 from . import log as logs
@@ -150,6 +151,24 @@ def _configure_logging(env: Env, target: ServiceMetadata) -> None:
     )
 
 
+def _run(
+    target: ServiceMetadata,
+    config_type: type[Any],
+    build: Callable[[Env, ServiceMetadata, Logger], Contract],
+    argv: Sequence[str] | None,
+    environ: Mapping[str, str] | None,
+    main: Callable[[_Prepared], Coroutine[Any, Any, int]],
+) -> int:
+    """Prepare, run ``main`` on a fresh event loop, then flush whatever happened."""
+    prepared = _prepare(target, config_type, build, argv, environ)
+    if isinstance(prepared, int):
+        return prepared
+    try:
+        return asyncio.run(main(prepared))
+    finally:
+        _finish(prepared.telemetry)
+
+
 def _finish(telemetry: Telemetry, timeout: float = FLUSH_TIMEOUT) -> None:
     """Flush telemetry and Sentry together within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -166,13 +185,7 @@ def run_service(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """:func:`start` without the ``sys.exit``: returns the exit code."""
-    prepared = _prepare(service, service.config_type, ServiceContract.from_env, argv, environ)
-    if isinstance(prepared, int):
-        return prepared
-    try:
-        return asyncio.run(_serve(service, prepared))
-    finally:
-        _finish(prepared.telemetry)
+    return _run(service, service.config_type, ServiceContract.from_env, argv, environ, partial(_serve, service))
 
 
 async def _serve(service: Service[Any], prepared: _Prepared) -> int:
@@ -342,13 +355,7 @@ def run_job(
     environ: Mapping[str, str] | None = None,
 ) -> int:
     """:func:`execute_job` without the ``sys.exit``: returns the exit code."""
-    prepared = _prepare(job, job.config_type, JobContract.from_env, argv, environ)
-    if isinstance(prepared, int):
-        return prepared
-    try:
-        return asyncio.run(_execute(job, prepared))
-    finally:
-        _finish(prepared.telemetry)
+    return _run(job, job.config_type, JobContract.from_env, argv, environ, partial(_execute, job))
 
 
 async def _execute(job: Job[Any], prepared: _Prepared) -> int:

@@ -19,7 +19,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.x509.oid import NameOID
 
-from .support import Recorded, RecordingServer, TLSFiles, make_tls
+from .support import Recorded, RecordingServer, TLSFiles, make_tls, pipe
 
 SERVER_PORT = 3307
 LOGIN_TOKEN = "iam-login-token"
@@ -106,23 +106,11 @@ class FakeCloudSQL:
         peer = tls.getpeercert()
         self.tls_clients.append(str(peer.get("subject")) if peer else "")
         upstream = socket.create_connection(("127.0.0.1", self.postgres_port))
-        threading.Thread(target=_pipe, args=(upstream, tls), daemon=True).start()
-        _pipe(tls, upstream)
+        threading.Thread(target=pipe, args=(upstream, tls), daemon=True).start()
+        pipe(tls, upstream)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
             self._listener.shutdown(socket.SHUT_RDWR)
         self._listener.close()
         self.api.close()
-
-
-def _pipe(src: socket.socket, dst: socket.socket) -> None:
-    try:
-        while data := src.recv(65536):
-            dst.sendall(data)
-    except OSError:
-        pass
-    finally:
-        for s in (src, dst):
-            with contextlib.suppress(OSError):
-                s.close()
