@@ -193,3 +193,12 @@ def test_migrations_raced_by_several_processes_apply_exactly_once(pg_database: s
             ("4",),
             ("5",),
         ]
+
+
+def test_query_logging_in_local_development(pg_database: str) -> None:
+    import structlog
+
+    contract = testing.service_contract({"PGDSN": DSN.format(port=5432), "PG_QUERY_LOGGING": "true"}).postgresql
+    with structlog.testing.capture_logs() as logs, contract.connect(pg_database) as conn:
+        conn.execute("SELECT 42")
+    assert {"event": "postgresql query", "query": "SELECT 42", "log_level": "debug"}.items() <= logs[-1].items()
