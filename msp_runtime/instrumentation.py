@@ -76,16 +76,17 @@ def instrument_asgi(app: ASGIApp, *, parent_based: bool = True) -> ASGIApp:
                 span.record_exception(exc)
             raise
         finally:
+            # Recorded while the span is current, so a trace-based exemplar filter can link them.
+            duration.record(
+                time.perf_counter() - started,
+                {"http.request.method": method, "http.response.status_code": status},
+            )
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:
                     span.set_status(Status(StatusCode.ERROR))
                 span.end()
             context.detach(token)
-            duration.record(
-                time.perf_counter() - started,
-                {"http.request.method": method, "http.response.status_code": status},
-            )
 
     return instrumented
 

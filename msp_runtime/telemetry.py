@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["GOOGLE_TELEMETRY_ENDPOINT", "Telemetry", "TelemetryConfig", "setup_telemetry"]
 
 GOOGLE_TELEMETRY_ENDPOINT = "https://telemetry.googleapis.com"
+_EXEMPLAR_FILTERS = ("always_off", "trace_based", "always_on")
 _SAMPLERS = (
     "always_on",
     "always_off",
@@ -56,6 +57,7 @@ class TelemetryConfig:
     otlp_endpoint: str | None = None
     console_traces: bool = False
     metric_interval_seconds: float = 30.0
+    exemplar_filter: str = "always_off"
     cloud_run_service: str | None = None
     cloud_run_revision: str | None = None
     cloud_run_job: str | None = None
@@ -73,6 +75,13 @@ class TelemetryConfig:
         endpoint = env.get_optional("OTEL_EXPORTER_OTLP_ENDPOINT", "OTLP/HTTP collector endpoint")
         exporter = env.get("OTEL_TRACES_EXPORTER", "otlp", "trace exporter in local dev: otlp, console or none")
         interval = env.get_duration("OTEL_METRIC_EXPORT_INTERVAL", "30s", "how often metrics are exported")
+        exemplars = env.get(
+            "OTEL_METRICS_EXEMPLAR_FILTER",
+            "always_off",
+            "metric exemplars: always_off (cheapest per measurement), trace_based or always_on",
+        ).lower()
+        if exemplars not in _EXEMPLAR_FILTERS:
+            env.add_error("OTEL_METRICS_EXEMPLAR_FILTER", f"expected one of {', '.join(_EXEMPLAR_FILTERS)}")
         return cls(
             gcp_project_id=project or gcp_project or None,
             sdk_disabled=disabled,
@@ -81,6 +90,7 @@ class TelemetryConfig:
             otlp_endpoint=endpoint or None,
             console_traces=exporter == "console",
             metric_interval_seconds=max(interval.total_seconds(), 1.0),
+            exemplar_filter=exemplars,
             cloud_run_service=env.get_optional("K_SERVICE", "Cloud Run service name (set by Cloud Run)"),
             cloud_run_revision=env.get_optional("K_REVISION", "Cloud Run revision (set by Cloud Run)"),
             cloud_run_job=env.get_optional("CLOUD_RUN_JOB", "Cloud Run job name (set by Cloud Run)"),
@@ -202,7 +212,9 @@ def setup_telemetry(
     else:
         prometheus = InMemoryMetricReader()
         readers.append(prometheus)
-    meter_provider = MeterProvider(metric_readers=readers, resource=resource)
+    meter_provider = MeterProvider(
+        metric_readers=readers, resource=resource, exemplar_filter=_exemplar_filter(config.exemplar_filter)
+    )
 
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
@@ -239,6 +251,15 @@ def _span_exporter(config: TelemetryConfig, log: Logger) -> Any:
         return ConsoleSpanExporter()
     log.debug("traces are not exported; set OTEL_EXPORTER_OTLP_ENDPOINT or OTEL_TRACES_EXPORTER=console")
     return None
+
+
+def _exemplar_filter(name: str) -> Any:
+    from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter, AlwaysOnExemplarFilter, TraceBasedExemplarFilter
+
+    # Off by default: the trace-based filter costs ~3 µs on every measurement.
+    return {"always_on": AlwaysOnExemplarFilter, "trace_based": TraceBasedExemplarFilter}.get(
+        name, AlwaysOffExemplarFilter
+    )()
 
 
 def _sampler(config: TelemetryConfig) -> Any:

@@ -196,9 +196,24 @@ def test_migrations_raced_by_several_processes_apply_exactly_once(pg_database: s
 
 
 def test_query_logging_in_local_development(pg_database: str) -> None:
-    import structlog
+    import io
+    import json
+    import logging
 
-    contract = testing.service_contract({"PGDSN": DSN.format(port=5432), "PG_QUERY_LOGGING": "true"}).postgresql
-    with structlog.testing.capture_logs() as logs, contract.connect(pg_database) as conn:
-        conn.execute("SELECT 42")
-    assert {"event": "postgresql query", "query": "SELECT 42", "log_level": "debug"}.items() <= logs[-1].items()
+    from msp_runtime import log as logs
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    stream = io.StringIO()
+    logs.configure(logs.LogSettings(level=logging.DEBUG, format="json_gcp"), stream)
+    try:
+        contract = testing.service_contract({"PGDSN": DSN.format(port=5432), "PG_QUERY_LOGGING": "true"}).postgresql
+        with contract.connect(pg_database) as conn:
+            conn.execute("SELECT 42")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    entries = [json.loads(line) for line in stream.getvalue().splitlines()]
+    (entry,) = [e for e in entries if e["message"] == "postgresql query"]
+    assert (entry["severity"], entry["query"]) == ("DEBUG", "SELECT 42")
+    assert entry["scope"] == f"postgresql.querylog.{pg_database}"

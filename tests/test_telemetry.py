@@ -117,6 +117,7 @@ def test_telemetry_config_from_env() -> None:
     [
         ({"OTEL_TRACES_SAMPLER": "sometimes"}, "OTEL_TRACES_SAMPLER"),
         ({"OTEL_TRACES_SAMPLER_ARG": "2"}, "OTEL_TRACES_SAMPLER_ARG"),
+        ({"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"}, "OTEL_METRICS_EXEMPLAR_FILTER"),
     ],
 )
 def test_bad_sampler_settings_are_config_errors(env: dict[str, str], variable: str) -> None:
