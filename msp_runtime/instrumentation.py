@@ -2,9 +2,9 @@
 
 One server span per request, named as upstream's ``otelhttp`` handler names them
 (``http.GET /path``), parented on the incoming ``traceparent`` or
-``X-Cloud-Trace-Context``; and a histogram following the OpenTelemetry HTTP
-semantic conventions: ``http.server.request.duration`` (a histogram, seconds; its count
-is the request count).
+``X-Cloud-Trace-Context``; and the OpenTelemetry HTTP semantic-convention metrics
+``http.server.request.duration`` (a histogram, seconds; its count is the request count)
+and ``http.server.active_requests`` (see :mod:`._httpmetrics`).
 """
 
 from __future__ import annotations
@@ -12,20 +12,19 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from opentelemetry import context, metrics, propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from ._httpmetrics import RequestMetrics
 from .diagnostics import ASGIApp
 from .propagation import parse_cloud_trace, parse_traceparent
 
 __all__ = ["instrument_asgi"]
 
-_DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 
-
-def instrument_asgi(app: ASGIApp, *, parent_based: bool = True) -> ASGIApp:
-    """Wrap ``app`` so each HTTP request gets a span and is timed.
+def instrument_asgi(app: ASGIApp, metrics: RequestMetrics, *, parent_based: bool = True) -> ASGIApp:
+    """Wrap ``app`` so each HTTP request gets a span and is counted in ``metrics``.
 
     With a parent-based sampler (the default), a request whose incoming trace context is
     not sampled, as Cloud Run sends for most requests, gets no span of its own: the
@@ -33,13 +32,6 @@ def instrument_asgi(app: ASGIApp, *, parent_based: bool = True) -> ASGIApp:
     the cost of an SDK span that would never be recorded is saved.
     """
     tracer = trace.get_tracer("msp_runtime.http")
-    meter = metrics.get_meter("msp_runtime.http")
-    duration = meter.create_histogram(
-        "http.server.request.duration",
-        unit="s",
-        description="Duration of HTTP server requests.",
-        explicit_bucket_boundaries_advisory=_DURATION_BUCKETS,
-    )
 
     async def instrumented(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -62,6 +54,7 @@ def instrument_asgi(app: ASGIApp, *, parent_based: bool = True) -> ASGIApp:
             )
         # attach/detach by hand: two nested context managers per request cost ~5 µs
         token = context.attach(trace.set_span_in_context(span, parent))
+        metrics.active += 1
 
         async def send_and_record(message: Any) -> None:
             nonlocal status
@@ -76,11 +69,8 @@ def instrument_asgi(app: ASGIApp, *, parent_based: bool = True) -> ASGIApp:
                 span.record_exception(exc)
             raise
         finally:
-            # Recorded while the span is current, so a trace-based exemplar filter can link them.
-            duration.record(
-                time.perf_counter() - started,
-                {"http.request.method": method, "http.response.status_code": status},
-            )
+            metrics.active -= 1
+            metrics.record(time.perf_counter() - started, method, status)
             if span.is_recording():
                 span.set_attribute("http.response.status_code", status)
                 if status >= 500:

@@ -210,10 +210,11 @@ async def _serve(service: Service[Any], prepared: _Prepared) -> int:
         health_timeout=initialized.health_timeout,
         metrics=None if contract.msp else prepared.telemetry.metrics_endpoint,
     )
-    if prepared.telemetry.enabled:
+    if prepared.telemetry.request_metrics is not None:
         from .instrumentation import instrument_asgi
 
-        asgi = instrument_asgi(asgi, parent_based=contract.diagnostics.opentelemetry.sampler.startswith("parentbased"))
+        parent_based = contract.diagnostics.opentelemetry.sampler.startswith("parentbased")
+        asgi = instrument_asgi(asgi, prepared.telemetry.request_metrics, parent_based=parent_based)
     server = HTTPServer(asgi, host="0.0.0.0", port=contract.port, drain_timeout=initialized.drain_timeout)
     try:
         server.bind()

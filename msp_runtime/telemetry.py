@@ -32,6 +32,8 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
 
+    from ._httpmetrics import RequestMetrics
+
 __all__ = ["GOOGLE_TELEMETRY_ENDPOINT", "Telemetry", "TelemetryConfig", "setup_telemetry"]
 
 GOOGLE_TELEMETRY_ENDPOINT = "https://telemetry.googleapis.com"
@@ -110,10 +112,13 @@ class Telemetry:
         meter_provider: MeterProvider | None = None,
         prometheus: InMemoryMetricReader | None = None,
         resource: Resource | None = None,
+        request_metrics: RequestMetrics | None = None,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
         self.resource = resource
+        self.request_metrics = request_metrics
+        """Where the HTTP instrumentation records request durations (merged into every collection)."""
         self._prometheus = prometheus
 
     @property
@@ -188,9 +193,11 @@ def setup_telemetry(
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+    from ._httpmetrics import RequestMetrics, reader_class
     from .propagation import CloudTraceContextPropagator
 
     resource = _resource(config, service_name, service_version, environment_id, log)
+    request_metrics = RequestMetrics(resource)
     tracer_provider = TracerProvider(resource=resource, sampler=_sampler(config))
     exporter = span_exporter if span_exporter is not None else _span_exporter(config, log)
     if exporter is not None:
@@ -207,21 +214,26 @@ def setup_telemetry(
             endpoint=_otlp_url(config, "metrics"), session=_session(config), timeout=10
         )
         readers.append(
-            PeriodicExportingMetricReader(metric_exporter, export_interval_millis=config.metric_interval_seconds * 1000)
+            reader_class(PeriodicExportingMetricReader)(
+                metric_exporter,
+                export_interval_millis=config.metric_interval_seconds * 1000,
+                request_metrics=request_metrics,
+            )
         )
     else:
-        prometheus = InMemoryMetricReader()
+        prometheus = reader_class(InMemoryMetricReader)(request_metrics=request_metrics)
         readers.append(prometheus)
     meter_provider = MeterProvider(
         metric_readers=readers, resource=resource, exemplar_filter=_exemplar_filter(config.exemplar_filter)
     )
+    request_metrics.register(meter_provider.get_meter("msp_runtime.http"))
 
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
     propagate.set_global_textmap(
         CompositePropagator([CloudTraceContextPropagator(), TraceContextTextMapPropagator(), W3CBaggagePropagator()])
     )
-    return Telemetry(tracer_provider, meter_provider, prometheus, resource)
+    return Telemetry(tracer_provider, meter_provider, prometheus, resource, request_metrics)
 
 
 def _otlp_url(config: TelemetryConfig, signal: str) -> str:

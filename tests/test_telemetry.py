@@ -8,12 +8,14 @@ from typing import Any
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+from opentelemetry.sdk.metrics.export import Histogram, InMemoryMetricReader
+from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from msp_runtime import testing
+from msp_runtime._httpmetrics import DURATION_BUCKETS, RequestMetrics, reader_class
 from msp_runtime.propagation import CloudTraceContextPropagator
 from msp_runtime.telemetry import Telemetry, render_prometheus
 
@@ -178,7 +180,8 @@ async def test_unsampled_parent_gets_no_span_but_keeps_the_trace(spans: InMemory
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    transport = httpx.ASGITransport(app=instrument_asgi(app))
+    metrics = RequestMetrics(Resource.create({}))
+    transport = httpx.ASGITransport(app=instrument_asgi(app, metrics))
     async with httpx.AsyncClient(transport=transport, base_url="http://svc") as client:
         unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00"
         await client.get("/a", headers={"traceparent": unsampled})
@@ -189,3 +192,50 @@ async def test_unsampled_parent_gets_no_span_but_keeps_the_trace(spans: InMemory
     assert not seen[0].trace_flags.sampled
     assert seen[1].trace_id == 0x4BF92F3577B34DA6A3CE929D0E0E4736
     assert seen[1].trace_flags.sampled
+    histogram = metrics.histogram()
+    assert histogram is not None
+    assert isinstance(histogram.data, Histogram)
+    (point,) = histogram.data.data_points
+    assert point.count == 3  # every request is counted, sampled or not
+    assert dict(point.attributes or {}) == {"http.request.method": "GET", "http.response.status_code": 200}
+    assert metrics.active == 0
+
+
+def test_request_histogram_matches_the_sdk_histogram() -> None:
+    """The request path's cheap histogram aggregates exactly as the SDK's would."""
+    values = [0.0, 0.005, 0.0050001, 0.02, 0.1, 0.3, 7.5, 12.0, 0.001]
+    reader = InMemoryMetricReader()
+    sdk = (
+        MeterProvider(metric_readers=[reader])
+        .get_meter("m")
+        .create_histogram("d", explicit_bucket_boundaries_advisory=DURATION_BUCKETS)
+    )
+    ours = RequestMetrics(Resource.create({}))
+    for v in values:
+        sdk.record(v, {"http.request.method": "GET", "http.response.status_code": 200})
+        ours.record(v, "GET", 200)
+    data = reader.get_metrics_data()
+    assert data is not None
+    expected = data.resource_metrics[0].scope_metrics[0].metrics[0].data
+    got = ours.histogram()
+    assert got is not None
+    assert isinstance(expected, Histogram)
+    assert isinstance(got.data, Histogram)
+    (e,), (g,) = expected.data_points, got.data.data_points
+    assert (g.count, g.sum, g.min, g.max) == (e.count, e.sum, e.min, e.max)
+    assert list(g.bucket_counts) == list(e.bucket_counts)
+    assert list(g.explicit_bounds) == list(e.explicit_bounds)
+
+
+def test_readers_merge_request_metrics_into_every_collection() -> None:
+    resource = Resource.create({"service.name": "svc"})
+    ours = RequestMetrics(resource)
+    reader = reader_class(InMemoryMetricReader)(request_metrics=ours)
+    provider = MeterProvider(metric_readers=[reader], resource=resource)
+    ours.register(provider.get_meter("msp_runtime.http"))
+    ours.record(0.02, "POST", 201)
+    ours.active = 2
+    text = render_prometheus(reader).decode()
+    assert 'http_server_request_duration_count{http_request_method="POST",http_response_status_code="201"} 1' in text
+    assert "http_server_active_requests 2" in text
+    provider.shutdown()
