@@ -342,13 +342,7 @@ class TableWriter:
                     return batch
                 self._failed += [FailedRow(r.json, r.insert_id, str(exc.reason or code), exc.message) for r in batch]
                 return []
-            except (OSError, ConnectionError, TimeoutError) as exc:
-                if attempt < self._max_attempts:
-                    self._sleep(attempt)
-                    continue
-                self._log.warning("BigQuery unreachable after retries", table=self.table, error=str(exc))
-                return batch
-            except Exception as exc:  # requests' errors and anything unexpected: keep the rows
+            except Exception as exc:  # unreachable, requests' errors, anything unexpected: keep the rows
                 if attempt < self._max_attempts:
                     self._sleep(attempt)
                     continue

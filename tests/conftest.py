@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from .support import RecordingServer
+from .support import FakeBigQuery, RecordingServer
 
 PG_ADMIN = "host=127.0.0.1 port=5432 user=postgres dbname=postgres"
 _exporter = InMemorySpanExporter()
@@ -19,6 +19,22 @@ _exporter = InMemorySpanExporter()
 @pytest.fixture
 def recorder() -> Iterator[RecordingServer]:
     server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def sentry() -> Iterator[RecordingServer]:
+    """A local server at the DSN's address that records Sentry envelopes."""
+    server = RecordingServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def bigquery() -> Iterator[FakeBigQuery]:
+    """A local BigQuery insertAll endpoint (see :class:`FakeBigQuery`)."""
+    server = FakeBigQuery()
     yield server
     server.close()
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,13 +17,6 @@ from msp_runtime.bigquery import BigQueryNotConfiguredError, BigQueryWriteError,
 from .support import FakeBigQuery, reject, status
 
 INSERT_PATH = "/bigquery/v2/projects/proj/datasets/ds/tables/events/insertAll?prettyPrint=false"
-
-
-@pytest.fixture
-def bigquery() -> Iterator[FakeBigQuery]:
-    server = FakeBigQuery()
-    yield server
-    server.close()
 
 
 def writer_for(server: FakeBigQuery, **options: Any) -> TableWriter:

@@ -13,13 +13,6 @@ from .support import FakeBigQuery, TCPProxy, free_port, redis_server, running, s
 
 
 @pytest.fixture
-def bigquery() -> Iterator[FakeBigQuery]:
-    server = FakeBigQuery()
-    yield server
-    server.close()
-
-
-@pytest.fixture
 def redis_port() -> Iterator[int]:
     with redis_server() as port:
         yield port

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from .support import Process, RecordingServer, otlp_spans, sentry_items, spawn
-
-
-@pytest.fixture
-def sentry() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def job_env(

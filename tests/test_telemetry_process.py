@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from .support import RecordingServer, otlp_metrics, otlp_spans, running, sentry_items
 
@@ -15,13 +13,6 @@ CUSTOM = Path(__file__).parent / "services" / "custom_service.py"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
-
-
-@pytest.fixture
-def sentry() -> Iterator[RecordingServer]:
-    server = RecordingServer()
-    yield server
-    server.close()
 
 
 def otel_env(receiver: RecordingServer, **extra: str) -> dict[str, str]:
