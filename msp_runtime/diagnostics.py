@@ -195,10 +195,15 @@ async def run_health_check(healthy: HealthCheck | None, query: dict[str, list[st
     """Run ``healthy`` under ``timeout`` seconds; return ``None`` if healthy, else the problem."""
     if healthy is None:
         return None
+    return await _problem(healthy(query), timeout, "health check timed out")
+
+
+async def _problem(check: Awaitable[object], timeout: float, timed_out: str = "timed out") -> str | None:
+    """What is wrong with ``check`` (failed or slower than ``timeout``), or ``None``."""
     try:
-        await asyncio.wait_for(healthy(query), timeout)
+        await asyncio.wait_for(check, timeout)
     except TimeoutError:
-        return f"health check timed out after {timeout:g}s"
+        return f"{timed_out} after {timeout:g}s"
     except Exception as exc:  # any failure is an unhealthy report, not a crash
         return str(exc) or type(exc).__name__
     return None
@@ -219,16 +224,7 @@ async def check_all(checks: Mapping[str, Callable[[], Awaitable[object]]], timeo
     :class:`HealthCheckError` naming every check that failed or timed out.
     """
 
-    async def run(check: Callable[[], Awaitable[object]]) -> str | None:
-        try:
-            await asyncio.wait_for(check(), timeout)
-        except TimeoutError:
-            return f"timed out after {timeout:g}s"
-        except Exception as exc:
-            return str(exc) or type(exc).__name__
-        return None
-
-    results = await asyncio.gather(*(run(check) for check in checks.values()))
+    results = await asyncio.gather(*(_problem(check(), timeout) for check in checks.values()))
     failures = {name: problem for name, problem in zip(checks, results, strict=True) if problem is not None}
     if failures:
         raise HealthCheckError(failures)
