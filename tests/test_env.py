@@ -237,3 +237,19 @@ def test_a_variable_read_twice_is_reported_once() -> None:
     env.get_bool("MSP", False, "msp")
     env.get_bool("MSP", False, "msp")
     assert errors_of(env) == ["MSP: invalid bool 'maybe': expected one of 1, t, true, 0, f, false (description: msp)"]
+
+
+def test_load_config_with_pydantic_settings_reads_only_through_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic_settings import BaseSettings, SettingsConfigDict
+
+    class Settings(BaseSettings):
+        model_config = SettingsConfigDict(env_prefix="SVC_")
+        workers: int = pydantic.Field(2, description="worker count")
+        region: str = pydantic.Field(description="region")
+
+    monkeypatch.setenv("SVC_WORKERS", "99")  # os.environ is not a source: the Env is
+    env = Env({"SVC_REGION": "us", "SVC_WORKERS": "8"})
+    settings = load_config(env, Settings)
+    env.validate()
+    assert (settings.workers, settings.region) == (8, "us")
+    assert [v.name for v in env.requested] == ["SVC_WORKERS", "SVC_REGION"]
