@@ -193,6 +193,7 @@ class TableWriter:
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closed = False
+        self._failing = False
         self.rows_written = 0
 
     # -- public API --------------------------------------------------------------------
@@ -277,17 +278,17 @@ class TableWriter:
                 continue
             try:
                 await self.flush()
-            except BigQueryWriteError as exc:
-                self._log.error(
-                    "BigQuery rows not written",
-                    table=self.table,
-                    rejected=len(exc.failed),
-                    pending=exc.pending,
-                    error=str(exc),
-                )
-                self._failed = exc.failed + self._failed  # keep them for the caller
             except Exception as exc:
-                self._log.error("BigQuery background flush failed", table=self.table, error=str(exc))
+                if isinstance(exc, BigQueryWriteError):
+                    self._failed = exc.failed + self._failed  # keep them for the caller
+                # Once per outage, not once a second: error logs also become Sentry events.
+                log = self._log.debug if self._failing else self._log.error
+                log("BigQuery background flush failed", table=self.table, error=str(exc))
+                self._failing = True
+            else:
+                if self._failing:
+                    self._log.info("BigQuery background flush recovered", table=self.table)
+                self._failing = False
 
     async def _send_buffered(self) -> None:
         pending, self._buffer = self._buffer, []

@@ -163,3 +163,21 @@ async def test_cancelled_flush_keeps_the_rows_in_flight(bigquery: FakeBigQuery) 
     await writer.close()
     ids = {row["insertId"] for row in bigquery.inserted}
     assert len(ids) == 1  # sent twice at most, with one insert id BigQuery de-duplicates
+
+
+async def test_an_outage_is_logged_as_an_error_once_not_every_flush(bigquery: FakeBigQuery) -> None:
+    import structlog
+
+    bigquery.script = [status(503)] * 6
+    with structlog.testing.capture_logs() as logs:
+        writer = writer_for(bigquery, flush_interval=0.05, max_attempts=1)
+        await writer.write(Event("a", NOW))
+        for _ in range(100):
+            if bigquery.inserted:
+                break
+            await asyncio.sleep(0.05)
+        await writer.close()
+    assert [row["json"]["name"] for row in bigquery.inserted] == ["a"]  # kept through the outage
+    assert len(bigquery.requests) == 7
+    assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["BigQuery background flush failed"]
+    assert any(entry["event"] == "BigQuery background flush recovered" for entry in logs)
