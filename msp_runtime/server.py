@@ -56,10 +56,6 @@ class HTTPServer:
         sock.set_inheritable(True)
         self._socket = sock
 
-    @property
-    def started(self) -> bool:
-        return self._server.started
-
     async def start(self) -> None:
         if self._socket is None:
             self.bind()

@@ -181,3 +181,17 @@ async def test_an_outage_is_logged_as_an_error_once_not_every_flush(bigquery: Fa
     assert len(bigquery.requests) == 7
     assert [entry["event"] for entry in logs if entry["log_level"] == "error"] == ["BigQuery background flush failed"]
     assert any(entry["event"] == "BigQuery background flush recovered" for entry in logs)
+
+
+async def test_rows_rejected_in_the_background_are_kept_for_close(bigquery: FakeBigQuery) -> None:
+    bigquery.script = [reject(0)]
+    writer = writer_for(bigquery, flush_interval=0.05)
+    await writer.write(Event("bad", NOW))
+    for _ in range(100):
+        if writer.failed_rows:
+            break
+        await asyncio.sleep(0.05)
+    assert [f.row["name"] for f in writer.failed_rows] == ["bad"]
+    with pytest.raises(BigQueryWriteError) as info:
+        await writer.close()
+    assert [f.row["name"] for f in info.value.failed] == ["bad"]  # surfaced, not dropped
