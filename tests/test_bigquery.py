@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,13 @@ from msp_runtime.bigquery import BigQueryNotConfiguredError, BigQueryWriteError,
 from .support import FakeBigQuery, reject, status
 
 INSERT_PATH = "/bigquery/v2/projects/proj/datasets/ds/tables/events/insertAll?prettyPrint=false"
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Wait for the writer's background task to make ``condition`` true (the assertions follow)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition() and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110 (state of another thread)
+        await asyncio.sleep(0.02)
 
 
 def writer_for(server: FakeBigQuery, **options: Any) -> TableWriter:
@@ -58,10 +66,7 @@ async def test_rows_are_batched_into_insert_all(bigquery: FakeBigQuery) -> None:
 async def test_background_flush_sends_without_being_asked(bigquery: FakeBigQuery) -> None:
     writer = writer_for(bigquery, flush_interval=0.1)
     await writer.write(Event("a", NOW))
-    for _ in range(50):
-        if bigquery.inserted:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: bool(bigquery.inserted))
     assert [r["json"]["name"] for r in bigquery.inserted] == ["a"]
     await writer.close()
 
@@ -172,10 +177,7 @@ async def test_an_outage_is_logged_as_an_error_once_not_every_flush(bigquery: Fa
     with structlog.testing.capture_logs() as logs:
         writer = writer_for(bigquery, flush_interval=0.05, max_attempts=1)
         await writer.write(Event("a", NOW))
-        for _ in range(100):
-            if bigquery.inserted:
-                break
-            await asyncio.sleep(0.05)
+        await eventually(lambda: bool(bigquery.inserted))
         await writer.close()
     assert [row["json"]["name"] for row in bigquery.inserted] == ["a"]  # kept through the outage
     assert len(bigquery.requests) == 7
@@ -187,10 +189,7 @@ async def test_rows_rejected_in_the_background_are_kept_for_close(bigquery: Fake
     bigquery.script = [reject(0)]
     writer = writer_for(bigquery, flush_interval=0.05)
     await writer.write(Event("bad", NOW))
-    for _ in range(100):
-        if writer.failed_rows:
-            break
-        await asyncio.sleep(0.05)
+    await eventually(lambda: bool(writer.failed_rows))
     assert [f.row["name"] for f in writer.failed_rows] == ["bad"]
     with pytest.raises(BigQueryWriteError) as info:
         await writer.close()
