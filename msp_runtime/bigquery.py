@@ -259,11 +259,10 @@ class TableWriter:
 
     def _convert(self, row: Any) -> _Row:
         data = _to_json_object(row)
-        encoded = json.dumps(data, separators=(",", ":"), allow_nan=False)
-        size = len(encoded.encode())
+        size = len(json.dumps(data, separators=(",", ":"), allow_nan=False).encode())
         if size > self._max_row_bytes:
             raise RowTooLargeError(self.table, size, self._max_row_bytes)
-        return _Row(json.loads(encoded), str(uuid.uuid4()), size)
+        return _Row(data, str(uuid.uuid4()), size)
 
     def _ensure_background_flush(self) -> None:
         if self._task is None or self._task.done():
@@ -378,15 +377,10 @@ class TableWriter:
 
 
 def _to_json_object(row: Any) -> dict[str, Any]:
-    if dataclasses.is_dataclass(row) and not isinstance(row, type):
-        data: Any = {f.name: getattr(row, f.name) for f in dataclasses.fields(row)}
-    elif hasattr(row, "model_dump"):
-        data = row.model_dump(mode="json")
-    elif isinstance(row, Mapping):
-        data = dict(row)
-    else:
+    is_dataclass = dataclasses.is_dataclass(row) and not isinstance(row, type)
+    if not (is_dataclass or hasattr(row, "model_dump") or isinstance(row, Mapping)):
         raise TypeError(f"cannot write {type(row).__name__} to BigQuery: use a dataclass, pydantic model or mapping")
-    converted = _to_json_value(data)
+    converted = _to_json_value(row)
     assert isinstance(converted, dict)
     return converted
 
@@ -402,9 +396,7 @@ def _to_json_value(value: Any) -> Any:
         return {str(k): _to_json_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple | set | frozenset):
         return [_to_json_value(v) for v in value]
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    if isinstance(value, datetime.date | datetime.time):
+    if isinstance(value, datetime.date | datetime.time):  # datetimes included
         return value.isoformat()
     if isinstance(value, datetime.timedelta):
         return value.total_seconds()

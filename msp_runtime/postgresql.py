@@ -36,7 +36,6 @@ __all__ = ["MIGRATIONS_TABLE", "MigrationError", "PostgreSQLContract", "PostgreS
 _DATABASE_PLACEHOLDER = re.compile(r"\{\{\s*\.Database\s*\}\}")
 MIGRATIONS_TABLE = "msp_schema_migrations"
 _MIGRATION_LOCK_KEY = int.from_bytes(hashlib.sha256(b"msp_runtime.migrations").digest()[:8], "big", signed=True)
-_QUERY_TEXT_LIMIT = 2048
 
 
 class PostgreSQLNotConfiguredError(RuntimeError):
