@@ -222,6 +222,7 @@ async def _serve(service: Service[Any], prepared: _Prepared) -> int:
         log.error("failed to listen", port=contract.port, error=str(exc))
         await _stop_all(initialized, [], log)
         return EXIT_FAILURE
+    prepared.telemetry.load_metrics_soon()  # not needed to answer the request that woke the instance
 
     routines: list[Routine] = [server, *initialized.routines]
     tasks = {asyncio.create_task(r.start(), name=r.name): r for r in routines}
@@ -367,6 +368,7 @@ async def _execute(job: Job[Any], prepared: _Prepared) -> int:
     log = get_logger("msp.start")
     signals = _SignalWatcher(log)
     signals.install()
+    prepared.telemetry.load_metrics_soon()
     tracer = trace.get_tracer("msp_runtime.job")
     attributes: dict[str, str | int] = {
         "job.name": job.name,
