@@ -75,6 +75,13 @@ class DeferredMeterProvider(api.MeterProvider):
                 self._loaded = provider
             return provider
 
+    def force_flush(self, timeout_millis: float = 10_000) -> bool:
+        """As the SDK provider's (which callers of ``metrics.get_meter_provider()`` may expect)."""
+        return self.load().force_flush(timeout_millis)
+
+    def shutdown(self, timeout_millis: float = 30_000) -> None:
+        self.load().shutdown(timeout_millis=timeout_millis)
+
     def _keep(self, instrument: _DeferredSynchronous, measurement: _Measurement) -> bool:
         """Keep a measurement for later; ``False`` once loaded (the caller then records it directly)."""
         with self._lock:

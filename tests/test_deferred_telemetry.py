@@ -86,6 +86,15 @@ def test_after_loading_instruments_record_directly() -> None:
     assert points(reader)["late"] == {frozenset(): 5}
 
 
+def test_flushing_through_the_global_provider_loads_and_exports() -> None:
+    reader = InMemoryMetricReader()
+    deferred = DeferredMeterProvider(lambda: MeterProvider(metric_readers=[reader]))
+    deferred.get_meter("m").create_counter("c").add(3)
+    assert deferred.force_flush()
+    assert points(reader)["c"] == {frozenset(): 3}
+    deferred.shutdown()
+
+
 def test_too_many_waiting_measurements_load_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_deferredmetrics, "MAX_PENDING", 10)
     reader = InMemoryMetricReader()
