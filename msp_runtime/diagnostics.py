@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from .env import Env
 from .log import Logger, get_logger
@@ -85,6 +85,8 @@ class DiagnosticsContract:
             (log.error if msp else log.warning)(message)
         telemetry = TelemetryConfig.from_env(env, gcp_project=gcp_project, msp=msp)
         sentry_dsn = env.get_optional("SENTRY_DSN", "Sentry error reporting DSN", secret=True)
+        if sentry_dsn and (problem := _dsn_problem(sentry_dsn)):
+            env.add_error("SENTRY_DSN", problem)
         cron_schedule = env.get_optional("JOB_EXECUTION_CRON_SCHEDULE", "Cron schedule for the job execution")
         cron_deadline = env.get_optional_duration("JOB_EXECUTION_DEADLINE", "Deadline for the job execution")
         return cls(
@@ -97,6 +99,22 @@ class DiagnosticsContract:
             service_version=service.version,
             environment_id=environment_id,
         )
+
+
+def _dsn_problem(dsn: str) -> str | None:
+    """Why Sentry would refuse ``dsn`` (checked here so it is reported with the other variables)."""
+    try:
+        parts = urlsplit(dsn)
+        parts.port  # noqa: B018 - raises on a bad port
+    except ValueError:
+        return "not a valid URL"
+    if parts.scheme not in ("http", "https"):
+        return "expected http(s)://<public key>@<host>/<project id>: unsupported scheme"
+    if not parts.hostname or not parts.username:
+        return "expected http(s)://<public key>@<host>/<project id>: missing host or public key"
+    if not parts.path.rsplit("/", 1)[-1].isdigit():
+        return "expected http(s)://<public key>@<host>/<project id>: the project id is not a number"
+    return None
 
 
 def check_authorization(secret: str | None, authorization: str | None) -> tuple[int, str] | None:

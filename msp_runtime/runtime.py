@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ ContractT = TypeVar("ContractT", bound=Contract)
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2
+DEFERRED_LOAD_DELAY = 1.0
+"""Seconds after the server listens (or a job starts) before the metrics SDK and Sentry are loaded."""
 FLUSH_TIMEOUT = 2.0
 """Seconds telemetry and Sentry get to flush at exit."""
 
@@ -169,6 +172,27 @@ def _run(
         _finish(prepared.telemetry)
 
 
+def _load_deferred(telemetry: Telemetry, log: Logger) -> None:
+    """Load what startup left for later, the metrics SDK and Sentry, in a thread a moment from now.
+
+    Either is also loaded at once where it is first needed (an error to report, a
+    ``/metrics`` scrape, shutdown), so nothing waits for this.
+    """
+
+    def load() -> None:
+        for what, step in (("OpenTelemetry metrics", telemetry.load_metrics), ("Sentry", sentry.load)):
+            try:
+                step()
+            except Exception as exc:
+                log.warning(f"failed to set up {what}", error=str(exc))
+        log.debug("loaded the metrics SDK and Sentry after startup")
+
+    timer = threading.Timer(DEFERRED_LOAD_DELAY, load)
+    timer.daemon = True
+    timer.name = "msp-deferred-load"
+    timer.start()
+
+
 def _finish(telemetry: Telemetry, timeout: float = FLUSH_TIMEOUT) -> None:
     """Flush telemetry and Sentry together within ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -222,7 +246,7 @@ async def _serve(service: Service[Any], prepared: _Prepared) -> int:
         log.error("failed to listen", port=contract.port, error=str(exc))
         await _stop_all(initialized, [], log)
         return EXIT_FAILURE
-    prepared.telemetry.load_metrics_soon()  # not needed to answer the request that woke the instance
+    _load_deferred(prepared.telemetry, log)  # not needed to answer the request that woke the instance
 
     routines: list[Routine] = [server, *initialized.routines]
     tasks = {asyncio.create_task(r.start(), name=r.name): r for r in routines}
@@ -368,7 +392,7 @@ async def _execute(job: Job[Any], prepared: _Prepared) -> int:
     log = get_logger("msp.start")
     signals = _SignalWatcher(log)
     signals.install()
-    prepared.telemetry.load_metrics_soon()
+    _load_deferred(prepared.telemetry, log)
     tracer = trace.get_tracer("msp_runtime.job")
     attributes: dict[str, str | int] = {
         "job.name": job.name,

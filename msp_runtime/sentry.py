@@ -1,15 +1,20 @@
 """Sentry: error reports from logs, and cron check-ins for jobs.
 
-Enabled by ``SENTRY_DSN`` (``sentry_sdk`` is imported only then). As upstream, every
-log entry at error level or above that carries an error (``exc_info`` or an ``error``
-field) becomes a Sentry event, tagged with its logger scope and the active trace; all
-events are sent (sample rate 1.0). Environment is ``ENVIRONMENT_ID``, release the
-service version.
+Enabled by ``SENTRY_DSN``. As upstream, every log entry at error level or above that
+carries an error (``exc_info`` or an ``error`` field) becomes a Sentry event, tagged with
+its logger scope and the active trace; all events are sent (sample rate 1.0).
+Environment is ``ENVIRONMENT_ID``, release the service version.
+
+``sentry_sdk`` costs ~90 ms to import and initialise, so :func:`configure` only records
+the settings: the SDK is loaded by :func:`load`, which the runtime calls once the server
+listens, and which the first error to report (or a job's check-in) calls at once, so no
+event is lost.
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -20,9 +25,13 @@ from . import log as logs
 if TYPE_CHECKING:
     from .diagnostics import DiagnosticsContract
 
-__all__ = ["JobCheckIn", "configure", "enabled", "flush"]
+__all__ = ["JobCheckIn", "configure", "enabled", "flush", "load"]
 
 _enabled = False
+_settings: tuple[DiagnosticsContract, dict[str, Any]] | None = None
+"""What :func:`configure` recorded and :func:`load` has not applied yet."""
+_lock = threading.RLock()
+_loading = False  # sentry_sdk.init may log; an error it logs must not load again from within
 _ERROR_LEVELS = frozenset({"error", "exception", "critical", "fatal"})
 
 
@@ -32,37 +41,53 @@ def enabled() -> bool:
 
 
 def configure(diagnostics: DiagnosticsContract, **options: Any) -> bool:
-    """Initialise Sentry when ``SENTRY_DSN`` is set; return whether it is on.
+    """Turn Sentry on when ``SENTRY_DSN`` is set (the SDK is loaded later); return whether it is on.
 
     ``options`` are passed to ``sentry_sdk.init`` (tests use them to pick the transport
     compression).
     """
-    global _enabled
+    global _enabled, _settings
     if not diagnostics.sentry_dsn:
         return False
-    import sentry_sdk
-    from sentry_sdk.integrations.logging import LoggingIntegration
-
-    sentry_sdk.init(
-        dsn=diagnostics.sentry_dsn,
-        environment=diagnostics.environment_id,
-        release=diagnostics.service_version,
-        sample_rate=1.0,
-        auto_enabling_integrations=False,
-        disabled_integrations=[LoggingIntegration],  # the log bridge below reports instead
-        **options,
-    )
-    sentry_sdk.set_tag("resource.service.name", diagnostics.service_name)
-    sentry_sdk.set_tag("resource.service.version", diagnostics.service_version)
+    with _lock:
+        _settings = (diagnostics, options)
     if not _enabled:
         logs.add_processor(_report_errors)
     _enabled = True
     return True
 
 
+def load() -> None:
+    """Import and initialise ``sentry_sdk`` with the configured settings, if not done yet."""
+    global _settings, _loading
+    with _lock:
+        if _settings is None or _loading:
+            return
+        _loading = True
+        try:
+            diagnostics, options = _settings
+            import sentry_sdk
+            from sentry_sdk.integrations.logging import LoggingIntegration
+
+            sentry_sdk.init(
+                dsn=diagnostics.sentry_dsn,
+                environment=diagnostics.environment_id,
+                release=diagnostics.service_version,
+                sample_rate=1.0,
+                auto_enabling_integrations=False,
+                disabled_integrations=[LoggingIntegration],  # the log bridge below reports instead
+                **options,
+            )
+            sentry_sdk.set_tag("resource.service.name", diagnostics.service_name)
+            sentry_sdk.set_tag("resource.service.version", diagnostics.service_version)
+            _settings = None
+        finally:
+            _loading = False
+
+
 def flush(timeout: float) -> None:
-    """Send queued events, waiting at most ``timeout`` seconds."""
-    if _enabled:
+    """Send queued events, waiting at most ``timeout`` seconds (nothing to send if never loaded)."""
+    if _enabled and _settings is None:
         import sentry_sdk
 
         sentry_sdk.flush(timeout=timeout)
@@ -76,6 +101,10 @@ def _report_errors(_: WrappedLogger, method: str, event_dict: EventDict) -> Even
     exc_info = event_dict.get("exc_info")
     error = event_dict.get("error")
     if not exc_info and error is None:
+        return event_dict
+    try:
+        load()
+    except Exception:  # e.g. a DSN Sentry refuses: reported as a configuration error, not here
         return event_dict
     import sentry_sdk
 
@@ -143,6 +172,7 @@ class JobCheckIn:
             self._send("ok" if ok else "error", duration)
 
     def _send(self, status: str, duration: float | None) -> None:
+        load()
         from sentry_sdk.crons import capture_checkin
 
         capture_checkin(

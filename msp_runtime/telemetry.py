@@ -108,7 +108,7 @@ class Telemetry:
     """The configured providers; :meth:`shutdown` flushes them within a bound.
 
     The metrics SDK is loaded after startup (see :mod:`._deferredmetrics`): call
-    :meth:`load_metrics_soon` once the service is listening.
+    :meth:`load_metrics` once the service is listening.
     """
 
     def __init__(
@@ -142,22 +142,9 @@ class Telemetry:
             return provider
         return provider.load()
 
-    def load_metrics_soon(self, delay: float = 1.0, logger: Logger | None = None) -> None:
-        """Load the metrics SDK in a background thread after ``delay`` seconds."""
-        if self._meter_provider is None or not hasattr(self._meter_provider, "load"):
-            return
-        log = logger or get_logger("msp.otel")
-
-        def load() -> None:
-            try:
-                self.meter_provider  # noqa: B018 - loads it
-            except Exception as exc:
-                log.error("failed to set up OpenTelemetry metrics", error=str(exc))
-
-        timer = threading.Timer(delay, load)
-        timer.daemon = True
-        timer.name = "msp-load-metrics"
-        timer.start()
+    def load_metrics(self) -> None:
+        """Load the metrics SDK now if it was deferred (the runtime does so once the server listens)."""
+        self.meter_provider  # noqa: B018 - the property loads it
 
     @property
     def metrics_endpoint(self) -> Callable[[], bytes] | None:
@@ -220,7 +207,7 @@ def setup_telemetry(
 
     ``span_exporter`` and ``metric_reader`` replace the configured destinations (tests).
     The OTLP exporters are created on their first export and the metrics SDK is loaded
-    later (:meth:`Telemetry.load_metrics_soon`): neither is needed to serve the first
+    later (:meth:`Telemetry.load_metrics`): neither is needed to serve the first
     request, and together they would add ~90 ms to a cold start.
     """
     log = logger or get_logger("msp.otel")

@@ -131,3 +131,20 @@ def test_port_out_of_range(port: str) -> None:
     with pytest.raises(ConfigError) as info:
         testing.service_contract({"PORT": port})
     assert info.value.variables == ["PORT"]
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "not a url",
+        "ftp://key@sentry.example.com/1",
+        "https://sentry.example.com/1",
+        "https://key@sentry.example.com/project",
+        "https://key@sentry.example.com:99999/1",
+    ],
+)
+def test_a_dsn_sentry_would_refuse_is_a_config_error_that_hides_it(dsn: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        testing.service_contract({"SENTRY_DSN": dsn})
+    assert info.value.variables == ["SENTRY_DSN"]
+    assert "sentry.example.com" not in str(info.value)

@@ -57,3 +57,18 @@ def test_configured_backends_are_imported_on_use() -> None:
         contract.redis.client()
     """
     assert loaded_after(code) == ["redis"]
+
+
+def test_sentry_is_loaded_by_the_first_error_to_report_not_by_configure() -> None:
+    code = """
+        from msp_runtime import get_logger, log, sentry, testing
+        log.configure(log.LogSettings())
+        contract = testing.service_contract({"SENTRY_DSN": "http://key@127.0.0.1:9/1"})
+        assert sentry.configure(contract.diagnostics)
+        import sys
+        assert "sentry_sdk" not in sys.modules
+        get_logger("t").info("no error here", error="ignored at info level")
+        assert "sentry_sdk" not in sys.modules
+        get_logger("t").error("failed", error="boom")
+    """
+    assert loaded_after(code) == ["sentry_sdk"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 from pathlib import Path
 
 import httpx
@@ -104,3 +105,21 @@ def test_error_logs_with_exceptions_reach_sentry_with_the_trace(sentry: Recordin
     assert event["contexts"]["trace"]["trace_id"] == TRACE_ID
     assert event["contexts"]["log"]["path"] == "/boom"
     assert all(r.headers["x-sentry-auth"].startswith("Sentry sentry_key=publickey") for r in sentry.requests)
+
+
+def test_metrics_sdk_and_sentry_load_after_startup_and_count_every_request(
+    recorder: RecordingServer, sentry: RecordingServer
+) -> None:
+    env = otel_env(recorder, SENTRY_DSN=f"http://publickey@127.0.0.1:{sentry.port}/42", SRC_LOG_LEVEL="debug")
+    with running(env) as proc:
+        assert httpx.get(proc.url + "/").status_code == 200
+        deadline = time.monotonic() + 10
+        while "loaded the metrics SDK and Sentry after startup" not in proc.err:
+            assert time.monotonic() < deadline, proc.err
+            time.sleep(0.05)
+        assert httpx.get(proc.url + "/").status_code == 200
+        proc.signal(signal.SIGTERM)
+        assert proc.wait() == 0
+    assert "failed to set up" not in proc.err
+    assert sum(p.as_int for p in otlp_metrics(recorder)["request_count"]) == 2
+    assert [h for h, _ in sentry_items(sentry) if h["type"] == "event"] == []  # loaded, and nothing to report
