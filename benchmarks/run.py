@@ -24,6 +24,7 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -83,7 +84,7 @@ def serve(command: list[str], env: dict[str, str], port: int) -> Iterator[subpro
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_ready(proc, port)
+        wait_ready(proc, port, env)
         yield proc
     finally:
         proc.terminate()
@@ -94,14 +95,16 @@ def serve(command: list[str], env: dict[str, str], port: int) -> Iterator[subpro
             proc.wait()
 
 
-def wait_ready(proc: subprocess.Popen[bytes], port: int, timeout: float = 30.0) -> float:
-    """Seconds from now until ``/-/healthz`` answers 200."""
+def wait_ready(proc: subprocess.Popen[bytes], port: int, env: dict[str, str], timeout: float = 30.0) -> float:
+    """Seconds from now until ``/-/healthz`` answers 200 (with the diagnostics secret in ``env``, if any)."""
+    secret = env.get("DIAGNOSTICS_SECRET")
+    headers = {"Authorization": f"Bearer {secret}"} if secret else None
     started = time.perf_counter()
     while time.perf_counter() - started < timeout:
         if proc.poll() is not None:
             raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
         try:
-            if get(port, "/-/healthz", timeout=1.0)[0] == 200:
+            if get(port, "/-/healthz", headers, timeout=1.0)[0] == 200:
                 return time.perf_counter() - started
         except OSError:
             time.sleep(0.002)
@@ -122,7 +125,7 @@ def cold_start(command: list[str], env: dict[str, str]) -> tuple[float, float]:
         stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        wait_ready(proc, port)
+        wait_ready(proc, port, env)
         return time.perf_counter() - started, task_cpu_seconds(proc.pid)
     finally:
         proc.terminate()
@@ -260,6 +263,14 @@ def backend_env(redis_port: int = 6379) -> dict[str, str]:
 
 # -- scenarios ---------------------------------------------------------------------------
 
+DEPLOYED = {
+    "MSP": "true",
+    "ENVIRONMENT_ID": "prod",
+    "GOOGLE_CLOUD_PROJECT": "bench-project",
+    "DIAGNOSTICS_SECRET": "bench-secret",
+    "SENTRY_DSN": "http://key@127.0.0.1:9/1",  # nothing is reported: no event, no connection
+}
+"""What MSP's Terraform sets, less the backends; OTLP goes to a local sink instead of Google."""
 BARE_ASGI = [PY, str(APPS / "bare_asgi.py")]
 BARE_STARLETTE = [PY, str(APPS / "bare_starlette.py")]
 RUNTIME_ASGI = [PY, str(APPS / "runtime_asgi.py")]
@@ -276,7 +287,7 @@ def bench_cold_start(runs: int) -> list[Row]:
         "starlette": (BARE_STARLETTE, {}),
         "runtime": (RUNTIME_ASGI, {}),
         "example": (EXAMPLE, {}),
-        "example_otlp": (EXAMPLE, {"OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}),
+        "example_deployed": (EXAMPLE, {**DEPLOYED, "OTEL_EXPORTER_OTLP_ENDPOINT": otlp.url}),
         "example_backends": (EXAMPLE, backend_env()),
     }
     samples: dict[str, list[tuple[float, float]]] = {name: [] for name in configs}
@@ -292,12 +303,54 @@ def bench_cold_start(runs: int) -> list[Row]:
     for name, label, base, base_label, target in (
         ("runtime", "runtime, raw ASGI route", "bare", "bare uvicorn", "≤ 1.3x"),
         ("example", "example, local defaults", "starlette", "bare uvicorn+starlette", "≤ 1.3x"),
-        ("example_otlp", "example, OTLP export configured", "starlette", "bare uvicorn+starlette", ""),
+        ("example_deployed", "example, as deployed (MSP, OTLP, Sentry)", "starlette", "bare uvicorn+starlette", ""),
         ("example_backends", "example, PostgreSQL + Redis", "starlette", "bare uvicorn+starlette", ""),
     ):
         rows.append(Row("cold start", label, wall[name], "ms", wall[base], base_label, target))
         rows.append(Row("cold start", f"{label}: CPU until ready", cpu[name], "ms", cpu[base], base_label))
     return rows
+
+
+def instructions_until_ready(command: list[str], env: dict[str, str]) -> int:
+    """User-space instructions from exec to the first 200 from ``/-/healthz``, counted by callgrind.
+
+    Unlike wall or CPU time this does not move with the machine's load: the same count
+    comes back run after run, so it tells a real change from noise.
+    """
+    port = free_port()
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "callgrind.out"
+        proc = subprocess.Popen(
+            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
+            env={**BASE_ENV, **env, "PORT": str(port)}, cwd=ROOT, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            wait_ready(proc, port, env, timeout=120)
+            subprocess.run(["callgrind_control", "--dump=ready", str(proc.pid)], check=True, capture_output=True)
+            dumps = [p for p in Path(tmp).glob("callgrind.out.*") if "summary:" in p.read_text(errors="replace")]
+        finally:
+            proc.kill()
+            proc.wait()
+        (dump,) = dumps
+        summary = re.search(r"^summary: (\d+)", dump.read_text(errors="replace"), re.M)
+        assert summary is not None
+        return int(summary.group(1))
+
+
+def bench_instructions() -> list[Row]:
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        print("[instructions: skipped, valgrind is not installed]", file=sys.stderr)
+        return []
+    bare = instructions_until_ready(BARE_ASGI, {})
+    starlette = instructions_until_ready(BARE_STARLETTE, {})
+    runtime = instructions_until_ready(RUNTIME_ASGI, {})
+    example = instructions_until_ready(EXAMPLE, {})
+    m, what = 1e6, "instructions until ready"
+    return [
+        Row("cold start", f"runtime, raw ASGI route: {what}", runtime / m, "M", bare / m, "bare uvicorn"),
+        Row("cold start", f"example, local defaults: {what}", example / m, "M", starlette / m, "bare uvicorn+starlette"),
+    ]
 
 
 def bench_import(runs: int) -> list[Row]:
@@ -472,7 +525,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, shorter loads")
     parser.add_argument("--write", type=Path, help="also write the table into this Markdown file")
-    parser.add_argument("--only", help="comma-separated sections: cold,import,requests,healthz,bigquery,rss")
+    sections_help = "comma-separated sections: import,cold,instructions,requests,healthz,bigquery,rss"
+    parser.add_argument("--only", help=sections_help)
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is needed for the request benchmark: apt-get install wrk")
@@ -480,6 +534,7 @@ def main() -> None:
     sections: dict[str, Callable[[], list[Row]]] = {
         "import": lambda: bench_import(5 if quick else 15),
         "cold": lambda: bench_cold_start(3 if quick else 11),
+        "instructions": lambda: [] if quick else bench_instructions(),
         "requests": lambda: bench_requests(3 if quick else 5, 1 if quick else 3),
         "healthz": lambda: bench_healthz(100 if quick else 400),
         "bigquery": lambda: bench_bigquery(2000 if quick else 10000, 100 if quick else 300),
