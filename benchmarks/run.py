@@ -347,9 +347,10 @@ def bench_instructions() -> list[Row]:
     runtime = instructions_until_ready(RUNTIME_ASGI, {})
     example = instructions_until_ready(EXAMPLE, {})
     m, what = 1e6, "instructions until ready"
+    starlette_label = "bare uvicorn+starlette"
     return [
         Row("cold start", f"runtime, raw ASGI route: {what}", runtime / m, "M", bare / m, "bare uvicorn"),
-        Row("cold start", f"example, local defaults: {what}", example / m, "M", starlette / m, "bare uvicorn+starlette"),
+        Row("cold start", f"example, local defaults: {what}", example / m, "M", starlette / m, starlette_label),
     ]
 
 
