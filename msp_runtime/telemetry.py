@@ -137,10 +137,10 @@ class Telemetry:
     @property
     def meter_provider(self) -> MeterProvider | None:
         """The SDK meter provider, loaded now if it was not yet."""
+        from ._deferredmetrics import DeferredMeterProvider
+
         provider = self._meter_provider
-        if provider is None or not hasattr(provider, "load"):
-            return provider
-        return provider.load()
+        return provider.load() if isinstance(provider, DeferredMeterProvider) else provider
 
     def load_metrics(self) -> None:
         """Load the metrics SDK now if it was deferred (the runtime does so once the server listens)."""
@@ -159,30 +159,36 @@ class Telemetry:
         return render
 
     def shutdown(self, timeout: float = 5.0, logger: Logger | None = None) -> None:
-        """Flush and shut down traces and metrics in parallel, giving up after ``timeout`` seconds.
-
-        Metrics are loaded first if they were not yet, so requests served before are exported.
-        """
+        """Flush and shut down traces and metrics in parallel, giving up after ``timeout`` seconds."""
         log = logger or get_logger("msp.otel")
         deadline = time.monotonic() + timeout
         millis = int(timeout * 1000)
 
-        def stop(name: str, provider: Any) -> None:
+        tracer_provider = self.tracer_provider
+
+        def stop_tracing() -> None:
+            if tracer_provider is not None:
+                tracer_provider.force_flush(millis)
+                tracer_provider.shutdown()
+
+        def stop_metrics() -> None:
+            provider = self.meter_provider  # loaded now if it was not yet: earlier requests are exported
+            if provider is not None:
+                provider.shutdown(timeout_millis=millis)  # exports once more: a flush first would double it
+
+        def stop(name: str, step: Callable[[], None]) -> None:
             start = time.monotonic()
             try:
-                if name == "tracing":
-                    provider.force_flush(millis)
-                    provider.shutdown()
-                else:  # shutting down a metric reader exports once more; a flush first would double it
-                    self.meter_provider.shutdown(timeout_millis=millis)  # type: ignore[union-attr]
+                step()
             except Exception as exc:
                 log.warning(f"failed to shut down {name}", error=str(exc))
             else:
                 log.debug(f"{name} shut down", elapsed=round(time.monotonic() - start, 3))
 
+        steps = (("tracing", tracer_provider, stop_tracing), ("metrics", self._meter_provider, stop_metrics))
         threads = [
-            threading.Thread(target=stop, args=(name, provider), daemon=True)
-            for name, provider in (("tracing", self.tracer_provider), ("metrics", self._meter_provider))
+            threading.Thread(target=stop, args=(name, step), daemon=True)
+            for name, provider, step in steps
             if provider is not None
         ]
         for t in threads:
@@ -234,8 +240,6 @@ def setup_telemetry(
     if exporter is not None:
         tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
 
-    telemetry = Telemetry(tracer_provider, None, resource, request_metrics, pulled=not pushed)
-
     def build_meter_provider() -> MeterProvider:
         from opentelemetry.sdk.metrics import MeterProvider
         from opentelemetry.sdk.metrics.export import InMemoryMetricReader, PeriodicExportingMetricReader
@@ -258,7 +262,7 @@ def setup_telemetry(
 
     meter_provider = DeferredMeterProvider(build_meter_provider)
     request_metrics.register(meter_provider.get_meter("msp_runtime.http"))
-    telemetry._meter_provider = meter_provider
+    telemetry = Telemetry(tracer_provider, meter_provider, resource, request_metrics, pulled=not pushed)
 
     trace.set_tracer_provider(tracer_provider)
     metrics.set_meter_provider(meter_provider)
