@@ -65,6 +65,7 @@ class _Prepared:
     contract: Any
     config: Any
     telemetry: Telemetry
+    deferred_load: threading.Timer | None = None
 
 
 def _usage(name: str) -> str:
@@ -169,15 +170,18 @@ def _run(
     try:
         return asyncio.run(main(prepared))
     finally:
+        if prepared.deferred_load is not None:
+            prepared.deferred_load.cancel()  # exiting within the delay: shutdown loads what it needs
         _finish(prepared.telemetry)
 
 
-def _load_deferred(telemetry: Telemetry, log: Logger) -> None:
+def _load_deferred(prepared: _Prepared, log: Logger) -> None:
     """Load what startup left for later, the metrics SDK and Sentry, in a thread a moment from now.
 
     Either is also loaded at once where it is first needed (an error to report, a
     ``/metrics`` scrape, shutdown), so nothing waits for this.
     """
+    telemetry = prepared.telemetry
 
     def load() -> None:
         for what, step in (("OpenTelemetry metrics", telemetry.load_metrics), ("Sentry", sentry.load)):
@@ -191,6 +195,7 @@ def _load_deferred(telemetry: Telemetry, log: Logger) -> None:
     timer.daemon = True
     timer.name = "msp-deferred-load"
     timer.start()
+    prepared.deferred_load = timer
 
 
 def _finish(telemetry: Telemetry, timeout: float = FLUSH_TIMEOUT) -> None:
@@ -246,7 +251,7 @@ async def _serve(service: Service[Any], prepared: _Prepared) -> int:
         log.error("failed to listen", port=contract.port, error=str(exc))
         await _stop_all(initialized, [], log)
         return EXIT_FAILURE
-    _load_deferred(prepared.telemetry, log)  # not needed to answer the request that woke the instance
+    _load_deferred(prepared, log)  # not needed to answer the request that woke the instance
 
     routines: list[Routine] = [server, *initialized.routines]
     tasks = {asyncio.create_task(r.start(), name=r.name): r for r in routines}
@@ -392,7 +397,7 @@ async def _execute(job: Job[Any], prepared: _Prepared) -> int:
     log = get_logger("msp.start")
     signals = _SignalWatcher(log)
     signals.install()
-    _load_deferred(prepared.telemetry, log)
+    _load_deferred(prepared, log)
     tracer = trace.get_tracer("msp_runtime.job")
     attributes: dict[str, str | int] = {
         "job.name": job.name,
