@@ -85,7 +85,7 @@ class DeferredMeterProvider(api.MeterProvider):
     def _keep(self, instrument: _DeferredSynchronous, measurement: _Measurement) -> bool:
         """Keep a measurement for later; ``False`` once loaded (the caller then records it directly)."""
         with self._lock:
-            if instrument._real is not None:
+            if instrument._record is not None:
                 return False
             instrument._waiting.append(measurement)
             self._pending += 1
@@ -197,11 +197,13 @@ class _DeferredObservable(_DeferredInstrument, api.ObservableCounter, api.Observ
 
 
 class _DeferredSynchronous(_DeferredInstrument):
+    _method = "add"
+    """The real instrument's recording method."""
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._waiting: list[_Measurement] = []
-
-    _method = "add"
+        self._record: Callable[[float, Any, Context | None], None] | None = None
 
     def _attach(self, meter: api.Meter) -> None:
         real = getattr(meter, self._factory)(*self._args, **self._options)
@@ -209,16 +211,18 @@ class _DeferredSynchronous(_DeferredInstrument):
         for amount, attributes, context in self._waiting:
             record(amount, attributes, context)
         self._waiting = []
-        self._real = real  # only now: a measurement taken meanwhile must not overtake the replay
+        self._real = real
+        self._record = record  # only now: a measurement taken meanwhile must not overtake the replay
 
     def _measure(self, amount: float, attributes: Mapping[str, Any] | None, context: Context | None) -> None:
-        real = self._real
-        if real is None:
+        record = self._record
+        if record is None:
             kept = None if attributes is None else dict(attributes)  # the caller may reuse its dict
             if self._provider._keep(self, (amount, kept, context)):
                 return
-            real = self._real
-        getattr(real, self._method)(amount, attributes, context)
+            record = self._record
+            assert record is not None  # _keep refuses only once attached
+        record(amount, attributes, context)
 
 
 class _DeferredCounter(_DeferredSynchronous, api.Counter):

@@ -103,17 +103,18 @@ class DiagnosticsContract:
 
 def _dsn_problem(dsn: str) -> str | None:
     """Why Sentry would refuse ``dsn`` (checked here so it is reported with the other variables)."""
+    form = "expected http(s)://<public key>@<host>/<project id>"
     try:
         parts = urlsplit(dsn)
         parts.port  # noqa: B018 - raises on a bad port
     except ValueError:
-        return "not a valid URL"
+        return f"not a valid URL; {form}"
     if parts.scheme not in ("http", "https"):
-        return "expected http(s)://<public key>@<host>/<project id>: unsupported scheme"
+        return f"unsupported scheme; {form}"
     if not parts.hostname or not parts.username:
-        return "expected http(s)://<public key>@<host>/<project id>: missing host or public key"
+        return f"missing host or public key; {form}"
     if not parts.path.rsplit("/", 1)[-1].isdigit():
-        return "expected http(s)://<public key>@<host>/<project id>: the project id is not a number"
+        return f"the project id is not a number; {form}"
     return None
 
 
