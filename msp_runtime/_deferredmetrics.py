@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from opentelemetry import metrics as api
 from opentelemetry.metrics import _Gauge
 
+from .log import get_logger
+
 if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.sdk.metrics import MeterProvider
@@ -115,7 +117,11 @@ class _DeferredMeter(api.Meter):
     def _attach(self, provider: MeterProvider) -> None:
         real = provider.get_meter(self.name, self.version, self.schema_url, self._attributes)
         for instrument in self._instruments:
-            instrument._attach(real)
+            try:
+                instrument._attach(real)
+            except Exception as exc:  # one instrument the SDK refuses must not cost the others
+                get_logger("msp.otel").warning("cannot create a metric instrument", meter=self.name, error=str(exc))
+                instrument._refused()
 
     def _add(self, instrument: _DeferredInstrument) -> Any:
         with self._provider._lock:
@@ -179,6 +185,11 @@ class _DeferredInstrument:
     def __init__(
         self, provider: DeferredMeterProvider, factory: str, name: str, unit: str, description: str, **options: Any
     ) -> None:
+        checked = api.Instrument._check_name_unit_description(name, unit, description)
+        if checked["name"] is None:  # the SDK raises these when the instrument is created: so do we
+            raise ValueError(f"Expected ASCII string of maximum length 255 characters but got {name}")
+        if checked["unit"] is None:
+            raise ValueError(f"Expected ASCII string of maximum length 63 characters but got {unit}")
         self._provider = provider
         self._factory = factory
         self._args: tuple[Any, ...] = (name, unit, description)
@@ -187,6 +198,9 @@ class _DeferredInstrument:
 
     def _attach(self, meter: api.Meter) -> None:
         self._real = getattr(meter, self._factory)(*self._args, **self._options)
+
+    def _refused(self) -> None:
+        """The SDK would not create the real instrument: measurements are dropped from now on."""
 
 
 class _DeferredObservable(_DeferredInstrument, api.ObservableCounter, api.ObservableGauge, api.ObservableUpDownCounter):
@@ -214,6 +228,10 @@ class _DeferredSynchronous(_DeferredInstrument):
         self._real = real
         self._record = record  # only now: a measurement taken meanwhile must not overtake the replay
 
+    def _refused(self) -> None:
+        self._waiting = []
+        self._record = _drop
+
     def _measure(self, amount: float, attributes: Mapping[str, Any] | None, context: Context | None) -> None:
         record = self._record
         if record is None:
@@ -223,6 +241,10 @@ class _DeferredSynchronous(_DeferredInstrument):
             record = self._record
             assert record is not None  # _keep refuses only once attached
         record(amount, attributes, context)
+
+
+def _drop(amount: float, attributes: Any, context: Context | None) -> None:
+    pass
 
 
 class _DeferredCounter(_DeferredSynchronous, api.Counter):

@@ -86,6 +86,53 @@ def test_after_loading_instruments_record_directly() -> None:
     assert points(reader)["late"] == {frozenset(): 5}
 
 
+def test_an_invalid_instrument_is_refused_when_created_as_by_the_sdk_not_when_loading() -> None:
+    reader = InMemoryMetricReader()
+    deferred = DeferredMeterProvider(lambda: MeterProvider(metric_readers=[reader]))
+    meter = deferred.get_meter("m")
+    with pytest.raises(Exception, match="1 bad name"):
+        MeterProvider().get_meter("m").create_counter("1 bad name")  # what the SDK does
+    with pytest.raises(ValueError, match="1 bad name"):
+        meter.create_counter("1 bad name")
+    with pytest.raises(ValueError, match="63 characters"):
+        meter.create_histogram("h", unit="x" * 64)
+    meter.create_counter("good").add(1)
+    deferred.load()
+    assert points(reader)["good"] == {frozenset(): 1}
+
+
+def test_an_instrument_the_sdk_refuses_at_load_time_costs_only_itself() -> None:
+    reader = InMemoryMetricReader()
+    sdk = MeterProvider(metric_readers=[reader])
+
+    class Refusing:  # an SDK that refuses one instrument, which our checks let through
+        def get_meter(self, *args: Any) -> Any:
+            real = sdk.get_meter(*args)
+
+            class Meter:
+                def __getattr__(self, name: str) -> Any:
+                    return getattr(real, name)
+
+                def create_counter(self, name: str, *args: Any) -> Any:
+                    if name == "refused":
+                        raise RuntimeError("refused by the SDK")
+                    return real.create_counter(name, *args)
+
+            return Meter()
+
+    deferred = DeferredMeterProvider(lambda: Refusing())  # type: ignore[arg-type, return-value]
+    meter = deferred.get_meter("m")
+    refused = meter.create_counter("refused")
+    refused.add(1)
+    meter.create_counter("kept").add(2)
+    with structlog.testing.capture_logs() as logs:
+        deferred.load()
+    refused.add(1)  # dropped, not kept for a load that has happened
+    assert refused._waiting == []  # type: ignore[attr-defined]
+    assert points(reader) == {"kept": {frozenset(): 2}}
+    assert [e["error"] for e in logs if e["log_level"] == "warning"] == ["refused by the SDK"]
+
+
 def test_flushing_through_the_global_provider_loads_and_exports() -> None:
     reader = InMemoryMetricReader()
     deferred = DeferredMeterProvider(lambda: MeterProvider(metric_readers=[reader]))
