@@ -196,8 +196,11 @@ class _DeferredInstrument:
         self._options = options
         self._real: Any = None
 
+    def _create(self, meter: api.Meter) -> Any:
+        return getattr(meter, self._factory)(*self._args, **self._options)
+
     def _attach(self, meter: api.Meter) -> None:
-        self._real = getattr(meter, self._factory)(*self._args, **self._options)
+        self._real = self._create(meter)
 
     def _refused(self) -> None:
         """The SDK would not create the real instrument: measurements are dropped from now on."""
@@ -220,7 +223,7 @@ class _DeferredSynchronous(_DeferredInstrument):
         self._record: Callable[[float, Any, Context | None], None] | None = None
 
     def _attach(self, meter: api.Meter) -> None:
-        real = getattr(meter, self._factory)(*self._args, **self._options)
+        real = self._create(meter)
         record = getattr(real, self._method)
         for amount, attributes, context in self._waiting:
             record(amount, attributes, context)

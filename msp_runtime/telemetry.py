@@ -100,6 +100,11 @@ class TelemetryConfig:
         )
 
     @property
+    def exports_otlp(self) -> bool:
+        """Traces and metrics go out over OTLP (to a collector or Google), not to the console or ``/metrics``."""
+        return bool(self.otlp_endpoint or self.gcp_project_id)
+
+    @property
     def on_cloud_run(self) -> bool:
         return bool(self.cloud_run_service or self.cloud_run_job)
 
@@ -233,7 +238,7 @@ def setup_telemetry(
     from .propagation import CloudTraceContextPropagator
 
     resource = _resource(config, service_name, service_version, environment_id, log)
-    pushed = metric_reader is not None or bool(config.otlp_endpoint or config.gcp_project_id)
+    pushed = metric_reader is not None or config.exports_otlp
     request_metrics = RequestMetrics(resource)
     tracer_provider = TracerProvider(resource=resource, sampler=_sampler(config))
     exporter = span_exporter if span_exporter is not None else _span_exporter(config, log)
@@ -289,7 +294,7 @@ def _session(config: TelemetryConfig) -> Any:
 
 
 def _span_exporter(config: TelemetryConfig, log: Logger) -> Any:
-    if config.otlp_endpoint or config.gcp_project_id:
+    if config.exports_otlp:
         from ._exporters import DeferredSpanExporter
 
         def otlp() -> Any:
