@@ -74,15 +74,20 @@ def get(port: int, path: str, headers: dict[str, str] | None = None, timeout: fl
         conn.close()
 
 
-@contextlib.contextmanager
-def serve(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
-    proc = subprocess.Popen(
+def spawn(command: list[str], env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    """Start ``command`` from the project root with only ``BASE_ENV``, ``env`` and ``PORT``, output discarded."""
+    return subprocess.Popen(
         command,
         env={**BASE_ENV, **env, "PORT": str(port)},
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+@contextlib.contextmanager
+def serve(command: list[str], env: dict[str, str], port: int) -> Iterator[subprocess.Popen[bytes]]:
+    proc = spawn(command, env, port)
     try:
         wait_ready(proc, port, env)
         yield proc
@@ -120,10 +125,7 @@ def cold_start(command: list[str], env: dict[str, str]) -> tuple[float, float]:
     """Seconds from spawning ``command`` to the first 200 from ``/-/healthz``, and the CPU it used meanwhile."""
     port = free_port()
     started = time.perf_counter()
-    proc = subprocess.Popen(
-        command, env={**BASE_ENV, **env, "PORT": str(port)}, cwd=ROOT, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    proc = spawn(command, env, port)
     try:
         wait_ready(proc, port, env)
         return time.perf_counter() - started, task_cpu_seconds(proc.pid)
@@ -135,12 +137,6 @@ def cold_start(command: list[str], env: dict[str, str]) -> tuple[float, float]:
 _WRK_RPS = re.compile(r"Requests/sec:\s+([\d.]+)")
 _WRK_PCT = re.compile(r"^\s+(50|99)%\s+([\d.]+)(us|ms|s)\s*$", re.M)
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time the process has used so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -173,9 +169,9 @@ def wrk(
 
 
 def load(pid: int, port: int, seconds: int, headers: dict[str, str] | None = None) -> Load:
-    before = cpu_seconds(pid)
+    before = task_cpu_seconds(pid)
     rps, p50, p99, count = wrk(port, "/", seconds, headers=headers)
-    return Load(rps, p50, p99, (cpu_seconds(pid) - before) / count * 1e6)
+    return Load(rps, p50, p99, (task_cpu_seconds(pid) - before) / count * 1e6)
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -320,11 +316,7 @@ def instructions_until_ready(command: list[str], env: dict[str, str]) -> int:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
-        proc = subprocess.Popen(
-            ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command],
-            env={**BASE_ENV, **env, "PORT": str(port)}, cwd=ROOT, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        proc = spawn(["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", *command], env, port)
         try:
             wait_ready(proc, port, env, timeout=120)
             subprocess.run(["callgrind_control", "--dump=ready", str(proc.pid)], check=True, capture_output=True)
